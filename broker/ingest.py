@@ -1,0 +1,31 @@
+"""Translation between MQTT payloads and the core: a PUBLISH on ``…/push`` to a ``PushRequest``, and a
+refusal to the JSON published on ``…/error``. No rule lives here; the core decides."""
+
+from __future__ import annotations
+
+import json
+
+from gateway.errors import PushgateError, ValidationError
+from gateway.request import PushRequest
+
+__all__ = ["error_payload", "push_request"]
+
+
+def push_request(topic: str, payload: bytes, client_addr: str | None) -> PushRequest:
+    """UTF-8 text is the message; a payload that starts with ``{`` is the HTTP JSON body's object."""
+    try:
+        text = payload.decode()
+    except UnicodeDecodeError as exc:
+        raise ValidationError("message", "the MQTT payload must be UTF-8 text or a JSON object") from exc
+    if not text.lstrip().startswith("{"):
+        return PushRequest(topic=topic, message=text, source="mqtt", client_addr=client_addr)
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError("body", f"the payload looks like JSON but is not valid: {exc.msg}") from exc
+    return PushRequest.from_fields(topic, body, source="mqtt", client_addr=client_addr)
+
+
+def error_payload(exc: PushgateError) -> bytes:
+    body = {"status": exc.status, **exc.to_dict()}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()

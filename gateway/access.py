@@ -1,0 +1,129 @@
+"""Who is asking, and what they may do: credentials to principals, and the topic access rules.
+
+The rules, shared by every edge (the MQTT ACL is these rules applied to MQTT topics):
+- a topic API key grants exactly its own topic, to publish and to read, public or private;
+- a user token grants the topics its user owns, and every public topic;
+- anonymous clients may publish to and read public topics only.
+An unknown or revoked credential is refused outright (401), even on a public topic, so a typo in a
+key is never silently treated as anonymous. Keys are not cached: a revoked key fails at its next use.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from gateway import credentials
+from gateway.errors import Forbidden, Unauthorized
+from gateway.storage.models import ApiKey, Topic, User, UserToken, utcnow
+
+__all__ = ["ANONYMOUS", "Access", "Principal", "TopicInfo"]
+
+# A key's last-used time is written at most this often, so a busy device does not cost a write per push.
+LAST_USED_RESOLUTION = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    kind: Literal["anonymous", "key", "user"]
+    user_id: str | None = None
+    topic_id: str | None = None
+    key_id: str | None = None
+    label: str = ""  # key label or user name: safe to log
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.label}" if self.label else self.kind
+
+
+ANONYMOUS = Principal("anonymous")
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    """The few topic fields access decisions need; cheap to cache and to pass around."""
+
+    id: str
+    name: str
+    is_private: bool
+    owner_id: str | None
+
+
+class Access:
+    def __init__(self, sessions: async_sessionmaker[Any]) -> None:
+        self._sessions = sessions
+        self._used: dict[tuple[str, str], datetime] = {}
+        self._used_flushed: dict[str, float] = {}
+
+    async def authenticate(self, presented: str | None) -> Principal:
+        """Resolve a presented credential; ``None``/empty is anonymous; anything else must be valid."""
+        if not presented:
+            return ANONYMOUS
+        cred = credentials.parse(presented)
+        if cred is None:
+            raise Unauthorized("the API key or token is not one pushgate issued; check for a typo")
+        async with self._sessions() as session:
+            if cred.kind == credentials.KEY_PREFIX:
+                key = await session.scalar(select(ApiKey).where(ApiKey.lookup == cred.lookup))
+                if key is None or not credentials.verify(presented, key.key_hash):
+                    raise Unauthorized("the API key is unknown; create one with 'pushgate key create TOPIC'")
+                if key.revoked_at is not None:
+                    raise Unauthorized("the API key was revoked; create a new one")
+                self._mark_used("key", key.id)
+                return Principal("key", topic_id=key.topic_id, key_id=key.id, label=key.label or key.id[:8])
+            row = await session.execute(
+                select(UserToken, User.name).join(User).where(UserToken.lookup == cred.lookup)
+            )
+            found = row.first()
+            if found is None or not credentials.verify(presented, found[0].token_hash):
+                raise Unauthorized("the user token is unknown", error="Invalid token")
+            token, user_name = found
+            if token.revoked_at is not None:
+                raise Unauthorized("the user token was revoked", error="Invalid token")
+            self._mark_used("token", token.id)
+            return Principal("user", user_id=token.user_id, label=user_name)
+
+    @staticmethod
+    def may_access(principal: Principal, topic: TopicInfo) -> bool:
+        """Publish and read follow the same rule (see the module docstring)."""
+        if principal.kind == "key":
+            return principal.topic_id == topic.id
+        if not topic.is_private:
+            return True
+        return principal.kind == "user" and principal.user_id == topic.owner_id
+
+    def check(self, principal: Principal, topic: TopicInfo) -> None:
+        if self.may_access(principal, topic):
+            return
+        if principal.kind == "anonymous":
+            raise Unauthorized(
+                f'topic "{topic.name}" is private: send one of its API keys '
+                "(Authorization: Bearer <key> or x-api-key: <key>)"
+            )
+        raise Forbidden(f'this credential does not grant topic "{topic.name}"')
+
+    def _mark_used(self, kind: str, row_id: str) -> None:
+        now = time.monotonic()
+        if now - self._used_flushed.get(row_id, -LAST_USED_RESOLUTION) >= LAST_USED_RESOLUTION:
+            self._used[(kind, row_id)] = utcnow()
+
+    async def flush_last_used(self) -> None:
+        """Write pending last-used times in one transaction (called by the maintenance loop)."""
+        if not self._used:
+            return
+        pending, self._used = self._used, {}
+        now = time.monotonic()
+        async with self._sessions() as session:
+            for (kind, row_id), when in pending.items():
+                model = ApiKey if kind == "key" else UserToken
+                await session.execute(update(model).where(model.id == row_id).values(last_used_at=when))
+                self._used_flushed[row_id] = now
+            await session.commit()
+
+
+def topic_info(topic: Topic) -> TopicInfo:
+    return TopicInfo(topic.id, topic.name, topic.is_private, topic.owner_id)

@@ -1,0 +1,47 @@
+"""The MQTT channel: publishes the envelope on ``<prefix>/<topic>/message`` through the embedded broker.
+
+The core does not import the broker; ``broker/`` implements ``MqttEgress`` and the composition root hands
+it in. A message for a topic nobody subscribes to waits (state ``waiting``) until a subscriber appears,
+so a hub that is restarting or offline does not miss what was pushed meanwhile.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gateway.channels import Job, Outcome, State
+
+__all__ = ["MqttChannel", "MqttEgress", "message_topic"]
+
+
+class MqttEgress(Protocol):
+    async def subscriber_count(self, mqtt_topic: str) -> int:
+        """Sessions (connected or persistent) whose subscriptions match ``mqtt_topic`` and may read it."""
+        ...
+
+    async def publish(self, mqtt_topic: str, payload: bytes, qos: int) -> None:
+        """Hand the message to the broker's router in process (no loopback client)."""
+        ...
+
+
+def message_topic(prefix: str, topic: str) -> str:
+    return f"{prefix}/{topic}/message"
+
+
+class MqttChannel:
+    name = "mqtt"
+
+    def __init__(self, prefix: str, egress: MqttEgress) -> None:
+        self._prefix = prefix
+        self._egress = egress
+
+    async def subscribers(self, topic: str) -> int:
+        return await self._egress.subscriber_count(message_topic(self._prefix, topic))
+
+    async def deliver(self, job: Job) -> Outcome:
+        mqtt_topic = message_topic(self._prefix, job.topic)
+        count = await self._egress.subscriber_count(mqtt_topic)
+        if count == 0:
+            return Outcome(State.WAITING)
+        await self._egress.publish(mqtt_topic, job.payload, 1)
+        return Outcome(State.SENT, delivered=count)

@@ -1,0 +1,196 @@
+"""Typed configuration: defaults here, then a TOML file, then ``PUSHGATE_<SECTION>_<KEY>`` variables.
+
+Every limit is a field with its unit in the name or the comment, so `config/pushgate.toml` can document
+it one to one; `tests/test_config.py` checks that the file and these defaults agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "HttpConfig",
+    "LimitsConfig",
+    "LogConfig",
+    "MqttConfig",
+    "OutboxConfig",
+    "StorageConfig",
+    "TopicsConfig",
+    "load_config",
+]
+
+SECONDS = 1.0
+KIB = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    data_dir: str = "./data"
+    # Empty means sqlite+aiosqlite:///<data_dir>/pushgate.db. Any SQLAlchemy async URL works.
+    database_url: str = ""
+    # FULL: a commit survives power loss, not only a killed process; group commit pays for it once per batch.
+    sqlite_synchronous: str = "FULL"
+    # Messages older than this are pruned; 0 keeps them for ever.
+    retention_days: int = 30
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{Path(self.data_dir).resolve() / 'pushgate.db'}"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # A request body above this is refused with 413 before it is read in full.
+    max_body_bytes: int = 64 * KIB
+    # In-flight requests get this long to finish on SIGINT/SIGTERM.
+    graceful_timeout: float = 10 * SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 1883
+    # Root of pushgate's MQTT contract: <prefix>/<topic>/push, /message, /error, ...
+    prefix: str = "pushgate"
+    websocket_enabled: bool = False
+    websocket_port: int = 8083
+    # Clients without credentials may push to and read public topics only.
+    allow_anonymous: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TopicsConfig:
+    # Off: a push to an unknown topic is 404, as the design asks. On: it creates a public topic.
+    auto_create: bool = False
+    # Topic privacy is cached this long for the MQTT ACL; changes made by this process apply at once.
+    cache_seconds: float = 2 * SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    title_max_chars: int = 250
+    message_max_bytes: int = 4096
+    tags_max: int = 10
+    tag_max_chars: int = 64
+    url_max_chars: int = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxConfig:
+    # Deliveries handed to the channels per database round trip.
+    batch_size: int = 100
+    # How often the worker looks for due deliveries when nothing wakes it.
+    poll_interval: float = 1 * SECONDS
+    # An MQTT delivery waits this long for a subscriber before it is marked expired.
+    mqtt_pending_ttl: float = 24 * 3600 * SECONDS
+    # Concurrent publishes queued for the group-commit writer; more waits (back-pressure).
+    write_queue_size: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "INFO"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(value: Any, target: Any, where: str) -> Any:
+    """Turn a TOML value or an environment string into the field's type, or say which key is wrong."""
+    if isinstance(target, types.UnionType):
+        target = next(t for t in typing.get_args(target) if t is not type(None))
+    try:
+        if target is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError(value)
+        if target is int and isinstance(value, bool):
+            raise ValueError(value)
+        if target is float and isinstance(value, int | float | str):
+            return float(value)
+        if target is int and isinstance(value, int | str):
+            return int(value)
+        if target is str:
+            return str(value)
+    except ValueError:
+        pass
+    raise ConfigError(f"{where}: expected {getattr(target, '__name__', target)}, got {value!r}")
+
+
+def _section(cls: type, values: Mapping[str, Any], env: Mapping[str, str], name: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"[{name}]: unknown key(s) {', '.join(sorted(unknown))}")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        env_name = f"PUSHGATE_{name.upper()}_{f.name.upper()}"
+        if env_name in env:
+            kwargs[f.name] = _coerce(env[env_name], hints[f.name], env_name)
+        elif f.name in values:
+            kwargs[f.name] = _coerce(values[f.name], hints[f.name], f"[{name}] {f.name}")
+    return cls(**kwargs)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Build the configuration: defaults, then the file (``path`` or ``$PUSHGATE_CONFIG``), then env.
+
+    No file is needed; a named file that does not exist is an error, so a typo is not silently ignored.
+    """
+    env = os.environ if env is None else env
+    path = path or env.get("PUSHGATE_CONFIG") or None
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"configuration file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    unknown = set(data) - set(sections)
+    if unknown:
+        raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
+    hints = typing.get_type_hints(Config)
+    kwargs = {}
+    for name in sections:
+        values = data.get(name, {})
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{name}] must be a table")
+        kwargs[name] = _section(hints[name], values, env, name)
+    return Config(**kwargs)

@@ -1,0 +1,114 @@
+"""The routing core as one object: storage, access, topics, the publish pipeline and the outbox.
+
+Edges receive a started ``Gateway`` and call ``publish``, ``access`` and ``topics``; they never touch the
+database. ``Gateway.running(config)`` owns the background tasks (group-commit writer, outbox, maintenance)
+and stops them in reverse order: on exit queued writes are committed before the engine is disposed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from datetime import datetime
+from typing import Any
+
+from gateway import retention
+from gateway.access import Access
+from gateway.admin import Admin
+from gateway.channels.mqtt import MqttChannel, MqttEgress
+from gateway.config import Config
+from gateway.outbox import Outbox
+from gateway.publish import Publisher
+from gateway.storage import database
+from gateway.storage.models import utcnow
+from gateway.topics import TopicDirectory
+from gateway.writer import GroupCommitWriter
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger(__name__)
+
+_MAINTENANCE_EVERY = 60.0  # seconds between flushes of key last-used times and retention runs
+
+
+class Gateway:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.engine = database.create_engine(config.storage)
+        self.sessions = database.session_factory(self.engine)
+        self.topics = TopicDirectory(
+            self.sessions, auto_create=config.topics.auto_create, cache_seconds=config.topics.cache_seconds
+        )
+        self.access = Access(self.sessions)
+        self.admin = Admin(self.sessions, on_topic_change=self.topics.invalidate)
+        self.writer = GroupCommitWriter(self.sessions, config.outbox.write_queue_size)
+        self.outbox = Outbox(self.sessions, config.outbox)
+        self.publisher = Publisher(
+            topics=self.topics,
+            access=self.access,
+            limits=config.limits,
+            writer=self.writer,
+            outbox=self.outbox,
+        )
+        self.publish = self.publisher.publish
+
+    def attach_mqtt(self, egress: MqttEgress) -> None:
+        """Enable the MQTT channel; ``broker/`` provides the egress, the composition root wires it."""
+        self.outbox.add_channel(MqttChannel(self.config.mqtt.prefix, egress))
+
+    def start_delivery(self) -> None:
+        """Let the outbox work, once the composition root has attached every channel."""
+        self.outbox.open()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(cls, config: Config) -> AsyncIterator[Gateway]:
+        gateway = cls(config)
+        try:
+            await database.upgrade(gateway.engine)
+            writer = _owned(gateway.writer.run(), "group-commit-writer")
+            outbox = _owned(gateway.outbox.run(), "outbox")
+            maintenance = _owned(gateway._maintenance(), "maintenance")
+            try:
+                yield gateway
+            finally:
+                maintenance.cancel()
+                gateway.outbox.stop()
+                await gateway.writer.stop()
+                await asyncio.wait([writer, outbox, maintenance])
+                await gateway.access.flush_last_used()
+        finally:
+            await gateway.engine.dispose()
+
+    async def prune(self, now: datetime | None = None) -> int:
+        """Delete messages past the retention; ``now`` is a parameter so tests need not wait."""
+        return await retention.prune(self.sessions, self.config.storage.retention_days, now or utcnow())
+
+    async def _maintenance(self) -> None:
+        while True:
+            try:
+                await self.access.flush_last_used()
+                pruned = await self.prune()
+                if pruned:
+                    log.info(
+                        "retention: deleted %d messages older than %d days",
+                        pruned,
+                        self.config.storage.retention_days,
+                    )
+            except Exception:
+                log.exception("maintenance failed; trying again later")
+            await asyncio.sleep(_MAINTENANCE_EVERY)
+
+
+def _owned(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    """A background task of the core: awaited by ``running`` at exit; a crash is logged at once."""
+
+    def _report(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s stopped with an error", name, exc_info=task.exception())
+
+    task = asyncio.create_task(coro, name=name)
+    task.add_done_callback(_report)
+    return task

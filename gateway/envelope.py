@@ -1,0 +1,36 @@
+"""The JSON envelope of an accepted message: what MQTT subscribers (and later every channel) receive."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.storage.models import Message
+
+__all__ = ["as_utc", "envelope", "iso"]
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; pushgate stores UTC, so naive means UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def iso(value: datetime) -> str:
+    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def envelope(message: Message, receipt_id: str, topic_name: str) -> bytes:
+    body: dict[str, Any] = {
+        "id": message.id,
+        "receipt_id": receipt_id,
+        "topic": topic_name,
+        "title": message.title,
+        "message": message.message,
+        "priority": message.priority,
+        "tags": message.tags,
+        "click_url": message.click_url,
+        "actions": message.actions,
+        "timestamp": iso(message.created_at),
+    }
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()

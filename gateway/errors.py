@@ -1,0 +1,106 @@
+"""The exceptions of pushgate's core, one tree that every edge renders in its own shape.
+
+    PushgateError              base; ``status`` is the HTTP status, ``error`` the short name
+    ├── ConfigError            the configuration cannot be loaded
+    ├── ValidationError        a request field is missing, too long or of the wrong type (400)
+    ├── PayloadTooLarge        the body or the message is larger than the configured limit (413)
+    ├── Unauthorized           a credential is missing, unknown or revoked (401)
+    ├── Forbidden              a valid credential that does not grant this topic (403)
+    ├── NotFound               the topic, key or user does not exist (404)
+    ├── Conflict               the name is taken (409)
+    └── SchemaError            the database schema is newer than this code knows
+
+The HTTP bridge turns ``status``, ``error`` and ``message`` into ``{"error", "message"}``; the MQTT edge
+publishes the same three on ``<prefix>/<topic>/error``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "Conflict",
+    "Forbidden",
+    "NotFound",
+    "PayloadTooLarge",
+    "PushgateError",
+    "SchemaError",
+    "Unauthorized",
+    "ValidationError",
+]
+
+
+class PushgateError(Exception):
+    """Raised for every failure a user can act on; the message says what to do."""
+
+    status = 500
+    error = "Internal error"
+
+    def __init__(self, message: str, *, error: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if error is not None:
+            self.error = error
+
+    def to_dict(self) -> dict[str, object]:
+        return {"error": self.error, "message": self.message}
+
+
+class ConfigError(PushgateError):
+    """Raised when the configuration file or an environment override is invalid."""
+
+    error = "Invalid configuration"
+
+
+class ValidationError(PushgateError):
+    """Raised when a field of a request is invalid; ``field`` names it."""
+
+    status = 400
+    error = "Invalid request"
+
+    def __init__(self, field: str, message: str, *, error: str | None = None) -> None:
+        super().__init__(message, error=error or f"Invalid field '{field}'")
+        self.field = field
+
+    def to_dict(self) -> dict[str, object]:
+        return {"error": self.error, "message": self.message, "field": self.field}
+
+
+class PayloadTooLarge(PushgateError):
+    """Raised when a body or a field exceeds its configured size."""
+
+    status = 413
+    error = "Payload too large"
+
+
+class Unauthorized(PushgateError):
+    """Raised when a credential is missing where one is needed, unknown, or revoked."""
+
+    status = 401
+    error = "Invalid API key"
+
+
+class Forbidden(PushgateError):
+    """Raised when a valid credential does not grant access to the topic asked for."""
+
+    status = 403
+    error = "Forbidden"
+
+
+class NotFound(PushgateError):
+    """Raised when the named topic, key or user does not exist."""
+
+    status = 404
+    error = "Not found"
+
+
+class Conflict(PushgateError):
+    """Raised when a name that must be unique is taken."""
+
+    status = 409
+    error = "Conflict"
+
+
+class SchemaError(PushgateError):
+    """Raised at start when the database carries a migration this code does not know (it is newer)."""
+
+    error = "Database schema too new"

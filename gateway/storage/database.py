@@ -1,0 +1,102 @@
+"""Engine creation and schema migrations.
+
+The engine is created at start-up and disposed last. SQLite gets WAL mode (readers never block the
+writer), foreign keys on, and the configured ``synchronous`` level; other backends are used as given.
+Migrations are Alembic's, run in-process at start so ``pushgate serve`` on a fresh data dir just works.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from gateway.config import StorageConfig
+from gateway.errors import ConfigError, SchemaError
+
+__all__ = ["create_engine", "current_revision", "head_revision", "session_factory", "upgrade"]
+
+log = logging.getLogger(__name__)
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_SYNC_LEVELS = {"OFF", "NORMAL", "FULL", "EXTRA"}
+
+
+def create_engine(config: StorageConfig) -> AsyncEngine:
+    url = make_url(config.resolved_database_url())
+    if url.get_backend_name() != "sqlite":
+        return create_async_engine(url, pool_pre_ping=True)
+
+    synchronous = config.sqlite_synchronous.upper()
+    if synchronous not in _SYNC_LEVELS:
+        raise ConfigError(f"[storage] sqlite_synchronous must be one of {sorted(_SYNC_LEVELS)}")
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def _alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None, "the package ships at least one migration"
+    return head
+
+
+def _current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        return await conn.run_sync(_current)
+
+
+def _upgrade(connection: Connection) -> None:
+    cfg = _alembic_config(connection)
+    rev = _current(connection)
+    script = ScriptDirectory.from_config(cfg)
+    if rev is not None:
+        try:
+            known = script.get_revision(rev)
+        except Exception:  # alembic raises several types for an unknown id
+            known = None
+        if known is None:
+            raise SchemaError(
+                f"the database is at migration {rev}, which this pushgate does not know: "
+                "it was written by a newer version. Upgrade pushgate, or use another database."
+            )
+    command.upgrade(cfg, "head")
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Apply every pending migration; refuse a database written by a newer pushgate."""
+    async with engine.begin() as conn:
+        await conn.run_sync(_upgrade)

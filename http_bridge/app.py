@@ -1,0 +1,23 @@
+"""The Quart app factory: one app per ``Gateway``, so tests never share state through a module global."""
+
+from __future__ import annotations
+
+from quart import Quart
+
+from gateway.core import Gateway
+from http_bridge import health, push
+from http_bridge.errors import register_error_handlers
+from http_bridge.state import GATEWAY_KEY
+
+__all__ = ["create_app"]
+
+
+def create_app(gw: Gateway) -> Quart:
+    app = Quart("pushgate")
+    app.config["MAX_CONTENT_LENGTH"] = gw.config.http.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[GATEWAY_KEY] = gw
+    app.register_blueprint(push.blueprint)
+    app.register_blueprint(health.blueprint)
+    register_error_handlers(app)
+    return app

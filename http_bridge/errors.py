@@ -1,0 +1,49 @@
+"""One error handler for the bridge: core errors and HTTP errors become ``{"error", "message"}``; anything
+unexpected becomes a logged 500 that shows no internals."""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Quart, Response, jsonify
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from gateway.errors import PushgateError
+
+__all__ = ["error_response", "register_error_handlers"]
+
+log = logging.getLogger(__name__)
+
+_HTTP_MESSAGES = {
+    404: "No such endpoint. Push to POST /api/push/<topic>.",
+    405: "Use POST, not GET: push endpoints only accept POST.",
+    413: "The request body is larger than the configured limit ([http] max_body_bytes).",
+}
+
+
+def error_response(status: int, error: str, message: str, **extra: object) -> Response:
+    response = jsonify({"error": error, "message": message, **extra})
+    response.status_code = status
+    return response
+
+
+def register_error_handlers(app: Quart) -> None:
+    @app.errorhandler(PushgateError)
+    async def _pushgate_error(exc: PushgateError) -> Response:
+        response = jsonify(exc.to_dict())
+        response.status_code = exc.status
+        return response
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        name = {404: "Not Found", 405: "Method Not Allowed", 413: "Payload too large"}.get(status, exc.name)
+        response = error_response(status, name, _HTTP_MESSAGES.get(status, exc.description or name))
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    async def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, "Internal error", "Something went wrong on the server; it was logged.")

@@ -1,0 +1,96 @@
+"""``POST /api/push/<topic>``: text, JSON and form bodies, header shortcuts and query parameters.
+
+Field sources, later ones winning: query parameters, then headers (``Title``, ``Priority``, ``Tags``,
+``Click``, also with an ``X-`` prefix as ntfy allows), then the body. A body sent as
+``application/x-www-form-urlencoded`` is read as a form only when it has a ``message`` field; otherwise it
+is the message text, because ``curl -d "Hello"`` sends plain text with that content type.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+from quart import Blueprint, Response, current_app, jsonify, request
+
+from gateway.errors import ValidationError
+from gateway.request import PushRequest
+from http_bridge.state import gateway
+
+__all__ = ["blueprint"]
+
+blueprint = Blueprint("push", __name__)
+
+_SHORTCUTS = {"title": "title", "priority": "priority", "tags": "tags", "click": "click_url"}
+
+
+def presented_credential() -> str | None:
+    """The API key or token from ``Authorization: Bearer``, ``x-api-key`` or ``api-key``."""
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return request.headers.get("x-api-key") or request.headers.get("api-key") or None
+
+
+def _shortcut_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if "message" in request.args:
+        fields["message"] = request.args["message"]
+    for name, field in _SHORTCUTS.items():
+        if name in request.args:
+            fields[field] = request.args[name]
+    for name, field in _SHORTCUTS.items():
+        value = request.headers.get(name) or request.headers.get(f"X-{name}")
+        if value is not None:
+            fields[field] = value
+    return fields
+
+
+async def _body_fields() -> dict[str, Any]:
+    mimetype = request.mimetype
+    if mimetype == "multipart/form-data":
+        form = await request.form
+        return dict(form.items())
+    raw = await request.get_data(cache=False)
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValidationError(
+                "body", f"the body is not valid JSON: {exc}", error="Malformed JSON"
+            ) from exc
+        if not isinstance(body, dict):
+            raise ValidationError("body", 'the JSON body must be an object, e.g. {"message": "Hello"}')
+        return {k: v for k, v in body.items() if k != "topic"}
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise ValidationError("message", "the body must be UTF-8 text") from exc
+    if mimetype == "application/x-www-form-urlencoded":
+        form = parse_qs(text, keep_blank_values=True)
+        if "message" in form:
+            return {k: v[-1] for k, v in form.items()}
+    return {"message": text} if text else {}
+
+
+def _to_request(topic: str, fields: dict[str, Any]) -> PushRequest:
+    fields.setdefault("message", None)
+    if fields["message"] is None:
+        fields["message"] = ""
+    return PushRequest.from_fields(
+        topic,
+        fields,
+        source="http",
+        credential=presented_credential(),
+        client_addr=request.remote_addr,
+    )
+
+
+@blueprint.route("/api/push/<topic>", methods=["POST"], provide_automatic_options=False)
+@blueprint.route("/api/push/<topic>/", methods=["POST"], provide_automatic_options=False)
+async def push(topic: str) -> Response:
+    fields = _shortcut_fields()
+    fields.update(await _body_fields())
+    result = await gateway(current_app).publish(_to_request(topic, fields))
+    return jsonify(result.to_dict())

@@ -1,0 +1,52 @@
+"""Durability: what the gateway answered survives SIGKILL, and its MQTT delivery goes out after restart."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import httpx
+
+from gateway.config import Config, StorageConfig
+from tests.conftest import MqttClient, stored_messages
+from tests.process import gateway_env, pushgate, start_gateway
+
+BURST = 25
+
+
+async def test_sigkill_right_after_answering_loses_nothing(tmp_path: Path) -> None:
+    env = gateway_env(tmp_path / "data")
+    assert (await pushgate(env, "topic", "create", "my-topic"))[0] == 0
+
+    first = await start_gateway(env)
+    answered: list[str] = []
+    async with httpx.AsyncClient(base_url=first.http_url) as http:
+        for i in range(BURST):
+            response = await http.post("/api/push/my-topic", content=f"reading {i}")
+            assert response.status_code == 200
+            answered.append(response.json()["id"])
+    assert await first.stop(signal.SIGKILL) == -signal.SIGKILL  # killed right after the last answer
+
+    stored = await stored_messages(Config(storage=StorageConfig(data_dir=str(tmp_path / "data"))))
+    assert [m.id for m in stored] == answered
+
+    second = await start_gateway(env)
+    hub = MqttClient(second.mqtt_port)
+    try:
+        assert not (await hub.connect()).is_failure
+        await hub.subscribe("pushgate/my-topic/message")
+        delivered = [json.loads((await hub.receive()).payload) for _ in answered]
+    finally:
+        hub.close()
+        await second.stop(signal.SIGTERM)
+    assert sorted(e["id"] for e in delivered) == sorted(answered)
+    assert {e["message"] for e in delivered} == {f"reading {i}" for i in range(BURST)}
+
+
+async def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
+    env = gateway_env(tmp_path / "data")
+    gateway = await start_gateway(env)
+    assert await gateway.stop(signal.SIGTERM) == 0
+    assert any("pushgate stopping" in line for line in gateway.log)
+    assert not any("Traceback" in line for line in gateway.log), "".join(gateway.log)

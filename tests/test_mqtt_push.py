@@ -1,0 +1,101 @@
+"""A device pushes over MQTT and a hub receives the envelope; HTTP pushes reach the same hub; all stored."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from gateway.admin import Admin
+from tests.conftest import MqttClient, Server, stored_messages
+
+
+async def test_device_push_qos0_and_qos1_reach_the_hub_and_are_stored(
+    server: Server, admin: Admin, make_client, http: httpx.AsyncClient
+) -> None:
+    await admin.create_topic("my-topic")
+    key = await admin.create_key("my-topic", label="esp32")
+
+    hub: MqttClient = await make_client()
+    assert await hub.subscribe("pushgate/my-topic/message") == 1
+    device: MqttClient = await make_client(username="esp32-kitchen", password=key.secret)
+
+    await device.publish("pushgate/my-topic/push", "Sensor triggered!", qos=0)
+    first = json.loads((await hub.receive()).payload)
+    await device.publish("pushgate/my-topic/push", "Sensor triggered!", qos=1)
+    second = json.loads((await hub.receive()).payload)
+    response = await http.post("/api/push/my-topic", content="Hello from my Pi!")
+    assert response.status_code == 200
+    third = json.loads((await hub.receive()).payload)
+
+    for envelope in (first, second):
+        assert envelope["topic"] == "my-topic"
+        assert envelope["message"] == "Sensor triggered!"
+        assert envelope["priority"] == "normal"
+        assert set(envelope) == {
+            "id",
+            "receipt_id",
+            "topic",
+            "title",
+            "message",
+            "priority",
+            "tags",
+            "click_url",
+            "actions",
+            "timestamp",
+        }
+    assert third["message"] == "Hello from my Pi!"
+    assert third["id"] == response.json()["id"]
+    assert third["receipt_id"] == response.json()["receipt_id"]
+
+    stored = await stored_messages(server.config)
+    assert [(m.id, m.message, m.source) for m in stored] == [
+        (first["id"], "Sensor triggered!", "mqtt"),
+        (second["id"], "Sensor triggered!", "mqtt"),
+        (third["id"], "Hello from my Pi!", "http"),
+    ]
+
+
+async def test_json_payload_fields_are_taken(server: Server, admin: Admin, make_client) -> None:
+    await admin.create_topic("door")
+    hub = await make_client()
+    await hub.subscribe("pushgate/door/message")
+    device = await make_client()
+    payload = {"title": "Front door", "message": "Opened", "priority": "high", "tags": "door,alarm"}
+    await device.publish("pushgate/door/push", json.dumps(payload), qos=1)
+    envelope = json.loads((await hub.receive()).payload)
+    assert (envelope["title"], envelope["message"], envelope["priority"], envelope["tags"]) == (
+        "Front door",
+        "Opened",
+        "high",
+        ["door", "alarm"],
+    )
+
+
+async def test_refused_push_is_answered_on_the_error_topic(server: Server, admin: Admin, make_client) -> None:
+    await admin.create_topic("door")
+    hub = await make_client()
+    await hub.subscribe("pushgate/door/error")
+    device = await make_client()
+    await device.publish("pushgate/door/push", json.dumps({"message": "x", "priority": "loud"}), qos=1)
+    error = json.loads((await hub.receive()).payload)
+    assert error["status"] == 400
+    assert error["field"] == "priority"
+    assert "loud" in error["message"]
+    await device.publish("pushgate/door/push", b"{not json", qos=1)
+    error = json.loads((await hub.receive()).payload)
+    assert (error["status"], error["field"]) == (400, "body")
+    assert await stored_messages(server.config) == []
+
+
+async def test_message_pushed_while_no_hub_listens_is_delivered_when_one_subscribes(
+    server: Server, admin: Admin, make_client, http: httpx.AsyncClient
+) -> None:
+    await admin.create_topic("garage")
+    response = await http.post("/api/push/garage", content="Door left open")
+    assert response.json()["subscribers"] == 0
+    hub = await make_client()
+    await hub.subscribe("pushgate/garage/message")
+    envelope = json.loads((await hub.receive()).payload)
+    assert envelope["id"] == response.json()["id"]
+    assert envelope["message"] == "Door left open"
