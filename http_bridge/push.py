@@ -16,6 +16,7 @@ from quart import Blueprint, Response, current_app, jsonify, request
 
 from gateway.errors import ValidationError
 from gateway.request import PushRequest
+from http_bridge.auth import presented_credential
 from http_bridge.state import gateway
 
 __all__ = ["blueprint"]
@@ -23,14 +24,6 @@ __all__ = ["blueprint"]
 blueprint = Blueprint("push", __name__)
 
 _SHORTCUTS = {"title": "title", "priority": "priority", "tags": "tags", "click": "click_url"}
-
-
-def presented_credential() -> str | None:
-    """The API key or token from ``Authorization: Bearer``, ``x-api-key`` or ``api-key``."""
-    auth = request.headers.get("Authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip() or None
-    return request.headers.get("x-api-key") or request.headers.get("api-key") or None
 
 
 def _shortcut_fields() -> dict[str, Any]:
