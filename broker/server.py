@@ -1,28 +1,31 @@
-"""Pushgate's embedded MQTT broker: amqtt 0.12.1 with pushgate's auth, ACL, ingest and egress.
+"""Pushgate's embedded MQTT broker: amqtt 0.12.1 with pushgate's auth, ACL, ingest and egress, and fixes
+for the upstream defects listed in issue 3.
 
-Overrides (each replaces an amqtt 0.12.1 method; ``tests/test_broker_pins.py`` asserts they still exist):
-- ``_authenticate``: credentials checked by the core directly, no plugin Task per check. A topic key or
-  user token as password (any username), or as username with an empty password.
-- ``_topic_filtering``: pushgate's ACL (``Access.may_access`` applied to MQTT topics) instead of plugins.
-- ``_initialize_client_session``: gives each connection an ``IngestProtocolHandler``, which acknowledges
-  a QoS 1 push only after the core has committed it.
-- ``_handle_message_delivery``: pushes that arrive through upstream's queue (QoS 2) go to the core too.
-- ``add_subscription``: a new subscriber wakes messages that were waiting for one.
+Each override names the amqtt 0.12.1 method it replaces or extends; ``tests/test_broker_pins.py`` asserts
+the pinned version and every private name relied on, so an upgrade fails loudly.
 
-Outside ``<prefix>/`` the broker is a plain MQTT broker for the home: user tokens may use it; anonymous
-clients and topic keys may not.
+Outside ``<prefix>/`` the broker is a plain MQTT 3.1.1 broker for the home: user tokens may use it;
+anonymous clients and topic keys may not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+from collections import deque
 from typing import Any
 
+from amqtt.adapters import BufferReader, ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
-from amqtt.session import ApplicationMessage, Session
+from amqtt.errors import MQTTError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.session import ApplicationMessage, OutgoingApplicationMessage, Session
+from amqtt.utils import gen_client_id
 
+from broker.framing import ConnectRejected, check_protocol, read_connect
 from broker.handler import IngestProtocolHandler
 from broker.ingest import error_payload, push_request
 from broker.topics import DEVICE_LEAVES, PushgateTopic, parse_filter, parse_topic
@@ -38,22 +41,32 @@ log = logging.getLogger(__name__)
 
 PRINCIPAL = "pushgate.principal"  # key in Session.attributes
 _INGEST_DRAIN_TIMEOUT = 10.0  # seconds shutdown waits for pushes already read to be committed
+_KEEPALIVE_GRACE = 1.5  # MQTT-3.1.2-24: a client silent for 1.5 x keep-alive is disconnected
+_SUBACK_FAILURE = 0x80
 
 
 class PushgateBroker(Broker):
     def __init__(self, gateway: Gateway, config: MqttConfig) -> None:
+        listener = {"max_connections": config.max_connections}
         listeners: dict[str, Any] = {
-            "default": {"type": "tcp", "bind": f"{config.host}:{config.port}", "max_connections": 0},
+            "default": {"type": "tcp", "bind": f"{config.host}:{config.port}", **listener},
         }
         if config.websocket_enabled:
-            listeners["ws"] = {"type": "ws", "bind": f"{config.host}:{config.websocket_port}"}
-        super().__init__({"listeners": listeners, "plugins": {}})
+            listeners["ws"] = {"type": "ws", "bind": f"{config.host}:{config.websocket_port}", **listener}
+        super().__init__(
+            {
+                "listeners": listeners,
+                "plugins": {},  # auth and ACL are pushgate's, called directly below
+                "session_expiry_interval": int(config.session_expiry) or None,
+            }
+        )
         self._gateway = gateway
         self._config = config
         self._prefix = config.prefix
         self._ingesting: set[asyncio.Task[bool]] = set()
+        self.dropped_queued = 0  # QoS 1/2 messages dropped because an offline session's queue was full
 
-    # -- lifecycle helpers ---------------------------------------------------------------------------
+    # -- lifecycle -------------------------------------------------------------------------------------
 
     async def shutdown(self) -> None:
         """Extends ``Broker.shutdown``: pushes already read are committed before the broker stops."""
@@ -67,7 +80,7 @@ class PushgateBroker(Broker):
         server = self._servers["default"].instance
         return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
 
-    # -- egress: the core's MqttEgress --------------------------------------------------------------
+    # -- egress: the core's MqttEgress ---------------------------------------------------------------
 
     async def subscriber_count(self, mqtt_topic: str) -> int:
         sessions: set[str] = set()
@@ -80,12 +93,80 @@ class PushgateBroker(Broker):
         return len(sessions)
 
     async def publish(self, mqtt_topic: str, payload: bytes, qos: int) -> None:
-        await self._broadcast_message(None, mqtt_topic, payload, None)
+        await self._broadcast_message(None, mqtt_topic, payload, qos)
 
-    # -- auth ----------------------------------------------------------------------------------------
+    # -- CONNECT -------------------------------------------------------------------------------------
 
-    async def _authenticate(self, session: Session, _listener: Any) -> bool:
-        """Replaces ``Broker._authenticate``: the core resolves the credential, no plugins."""
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        """Replaces ``Broker._initialize_client_session``.
+
+        Upstream parses CONNECT with no deadline or size limit, leaves MQTT 5 clients hanging and drops
+        MQTT 3.1 ones without a CONNACK, and runs the session clean-up (deleting or taking over the
+        session of the same client id) *before* authentication, so a failed login could disconnect a
+        legitimate client, left a stale session behind, and was refused with session-present = 1.
+        Here the CONNECT is read within ``connect_timeout`` and ``max_packet_size``, the protocol is
+        negotiated (CONNACK 0x01 for 3.1 and 5), and credentials are checked before any session is
+        touched. Every refusal raises ``MQTTError``, which makes the caller release the listener slot.
+        """
+        try:
+            raw = await read_connect(
+                reader, timeout=self._config.connect_timeout, max_size=self._config.max_packet_size
+            )
+            check_protocol(raw)
+        except ConnectRejected as exc:
+            log.info("MQTT connection from %s:%s refused: %s", remote_address, remote_port, exc)
+            if exc.reply:
+                writer.write(exc.reply)
+                await writer.drain()
+            await writer.close()
+            raise
+        _plain, session = await BrokerProtocolHandler.init_from_connect(
+            BufferReader(raw), writer, self.plugins_manager
+        )
+        if not await self._admit(session):
+            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+            await writer.close()
+            raise MQTTError(f"client {session.client_id!r} from {remote_address} not authorised")
+
+        session = await self._attach_session(session)
+        if session.keep_alive > 0:
+            session.keep_alive = math.ceil(session.keep_alive * _KEEPALIVE_GRACE)
+        handler = IngestProtocolHandler(
+            self, self._config.max_packet_size, self.plugins_manager, loop=self._loop
+        )
+        return handler, session
+
+    async def _attach_session(self, incoming: Session) -> Session:
+        """Upstream's session-cache step, run only after authentication succeeded."""
+        client_id = incoming.client_id
+        existing = self._sessions.get(client_id) if client_id else None
+        if existing is not None and existing[0].transitions.is_connected():
+            log.info("client id %s connected again: closing the older connection", client_id)
+            await existing[1].handle_connection_closed()
+            await existing[1].stop()
+        if incoming.clean_session:
+            if client_id:
+                await self._delete_session(client_id)
+            else:
+                incoming.client_id = gen_client_id()
+            incoming.parent = 0
+            return incoming
+        if existing is None:
+            incoming.parent = 0
+            return incoming
+        session = existing[0]
+        for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive"):
+            setattr(session, name, getattr(incoming, name))
+        session.username, session.password = incoming.username, incoming.password
+        session.attributes[PRINCIPAL] = incoming.attributes[PRINCIPAL]
+        session.remote_address, session.remote_port = incoming.remote_address, incoming.remote_port
+        session.parent = 1
+        return session
+
+    async def _admit(self, session: Session) -> bool:
+        """Resolve the CONNECT's credentials through the core; the result lives as long as the session."""
         if session.password:
             presented: str | None = session.password
         elif session.username and credentials.parse(session.username) is not None:
@@ -100,25 +181,19 @@ class PushgateBroker(Broker):
         if principal is ANONYMOUS and not self._config.allow_anonymous:
             log.info("MQTT client %s refused: anonymous access is off", session.client_id)
             return False
+        # Never ``session.is_anonymous = True``: upstream's session monitor deletes such persistent
+        # sessions a second after they disconnect, losing their queued messages.
         session.attributes[PRINCIPAL] = principal
-        session.is_anonymous = principal is ANONYMOUS
         return True
 
-    async def _initialize_client_session(
-        self, *args: Any, **kwargs: Any
-    ) -> tuple[IngestProtocolHandler, Session]:
-        """Wraps ``Broker._initialize_client_session`` to hand out ``IngestProtocolHandler``.
-
-        Upstream builds a plain ``BrokerProtocolHandler`` in ``init_from_connect``; at that point it holds
-        no state, so it is replaced by an equivalent one of pushgate's class.
-        """
-        _plain, session = await super()._initialize_client_session(*args, **kwargs)
-        return IngestProtocolHandler(self, self.plugins_manager, loop=self._loop), session
+    async def _authenticate(self, session: Session, _listener: Any) -> bool:
+        """Replaces ``Broker._authenticate``: the decision was made in ``_admit`` at CONNECT."""
+        return PRINCIPAL in session.attributes
 
     # -- ACL -----------------------------------------------------------------------------------------
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
-        """Replaces ``Broker._topic_filtering`` with pushgate's ACL, called directly."""
+        """Replaces ``Broker._topic_filtering`` with pushgate's ACL, called directly (no plugin Tasks)."""
         principal: Principal = session.attributes.get(PRINCIPAL, ANONYMOUS)
         if action == Action.SUBSCRIBE:
             return await self._may_subscribe(principal, topic)
@@ -173,9 +248,124 @@ class PushgateBroker(Broker):
         """Extends ``Broker.add_subscription``: a granted subscription may be the subscriber a waiting
         message needs."""
         code = await super().add_subscription(subscription, session)
-        if code != 0x80 and parse_filter(self._prefix, subscription[0]) is not None:
+        if code != _SUBACK_FAILURE and parse_filter(self._prefix, subscription[0]) is not None:
             self._gateway.outbox.wake_waiting()
         return code
+
+    # -- routing -------------------------------------------------------------------------------------
+
+    async def _handle_message_delivery(
+        self, client_session: Session, handler: Any, wait_deliver: Any
+    ) -> bool:
+        """Replaces ``Broker._handle_message_delivery``.
+
+        Upstream disconnects any client that publishes to a ``$``-topic (the spec only forbids delivering
+        it to wildcard subscribers, which ``_matches`` already ensures) and broadcasts without the
+        publish QoS, so subscribers got the message at their own QoS instead of the lower of the two.
+        Pushes that reach this queued path (QoS 2) go to the core.
+        """
+        app_message: ApplicationMessage | None = wait_deliver.result()
+        if app_message is None:
+            return True
+        topic = app_message.topic
+        if not topic or "#" in topic or "+" in topic:
+            log.warning("%s published to invalid topic %r: disconnecting", client_session.client_id, topic)
+            return False  # MQTT-3.3.2-2
+        if self.is_ingest_topic(topic):
+            await self.ingest(client_session, topic, bytes(app_message.data))
+            return True
+        if not await self._topic_filtering(client_session, topic, Action.PUBLISH):
+            log.info("%s may not publish to %s: dropped", client_session.client_id, topic)
+            return True
+        await self._broadcast_message(client_session, topic, app_message.data, app_message.qos)
+        if app_message.publish_packet and app_message.publish_packet.retain_flag:
+            await self.retain_message(client_session, topic, app_message.data, app_message.qos)
+        return True
+
+    async def _run_broadcast(self, running_tasks: deque[asyncio.Task[OutgoingApplicationMessage]]) -> None:
+        """Replaces ``Broker._run_broadcast``.
+
+        Delivers at the lower of the publish and subscription QoS (upstream used the subscription's, so a
+        QoS 0 publish reached QoS 1/2 subscribers at QoS 1/2) and bounds each offline persistent session's
+        queue at ``max_queued_messages``, counting what it drops (upstream's queue was unbounded).
+        """
+        broadcast = await self._broadcast_queue.get()
+        topic: str = broadcast["topic"]
+        data = broadcast["data"]
+        published_qos: int | None = broadcast.get("qos")
+        for topic_filter, subscriptions in list(self._subscriptions.items()):
+            if not self._matches(topic, topic_filter):
+                continue
+            for target, subscribed_qos in list(subscriptions):
+                qos = subscribed_qos if published_qos is None else min(published_qos, subscribed_qos)
+                if not await self._may_receive(target, topic):
+                    continue
+                if target.transitions.state != "connected":
+                    if not target.clean_session and qos > 0:
+                        self._queue_for_offline(target, topic, data, qos)
+                    continue
+                handler = self._get_handler(target)
+                if handler is not None:
+                    running_tasks.append(
+                        asyncio.ensure_future(handler.mqtt_publish(topic, data, qos, retain=False))
+                    )
+
+    def _queue_for_offline(self, session: Session, topic: str, data: bytes, qos: int) -> None:
+        if session.retained_messages.qsize() >= self._config.max_queued_messages:
+            self.dropped_queued += 1
+            log.warning(
+                "queue of offline session %s is full: message on %s dropped", session.client_id, topic
+            )
+            return
+        session.retained_messages.put_nowait(_QueuedMessage(topic, data, qos))
+
+    async def _publish_session_retained_messages(self, session: Session) -> None:
+        """Replaces ``Broker._publish_session_retained_messages``: messages queued while the session was
+        offline are delivered with the retain flag clear (upstream set it: they are not retained ones)."""
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        tasks = []
+        while not session.retained_messages.empty():
+            queued = session.retained_messages.get_nowait()
+            tasks.append(
+                asyncio.ensure_future(
+                    handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=False)
+                )
+            )
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        """Replaces ``Broker._publish_retained_messages_for_subscription``.
+
+        At CONNECT upstream calls this for every filter any session holds, and sends the matching retained
+        messages without the ACL's receive check: a client could read retained messages of topics it may
+        not read. Here only the session's own subscriptions count, and each retained topic is checked.
+        """
+        topic_filter, _ = subscription
+        granted = next(
+            (
+                qos
+                for holder, qos in self._subscriptions.get(topic_filter, ())
+                if holder.client_id == session.client_id
+            ),
+            None,
+        )
+        handler = self._get_handler(session)
+        if granted is None or handler is None:
+            return
+        tasks = []
+        for topic, retained in list(self._retained_messages.items()):
+            if self._matches(topic, topic_filter) and await self._may_receive(session, topic):
+                qos = granted if retained.qos is None else min(granted, retained.qos)
+                tasks.append(
+                    asyncio.ensure_future(handler.mqtt_publish(topic, retained.data, qos, retain=True))
+                )
+        if tasks:
+            await asyncio.wait(tasks)
 
     # -- ingest --------------------------------------------------------------------------------------
 
@@ -205,23 +395,20 @@ class PushgateBroker(Broker):
             await self._gateway.publish(request, principal)
         except PushgateError as exc:
             log.info("MQTT push on %s from %s refused: %s", parsed.name, session.client_id, exc.message)
-            await self._publish_error(parsed.name, exc)
+            await self._broadcast_message(None, f"{self._prefix}/{parsed.name}/error", error_payload(exc), 0)
             return True
         except Exception:
             log.exception("MQTT push on %s from %s failed", parsed.name, session.client_id)
             return False
         return True
 
-    async def _publish_error(self, name: str, exc: PushgateError) -> None:
-        await self._broadcast_message(None, f"{self._prefix}/{name}/error", error_payload(exc), None)
 
-    async def _handle_message_delivery(
-        self, client_session: Session, handler: Any, wait_deliver: Any
-    ) -> bool:
-        """Extends ``Broker._handle_message_delivery``: a QoS 2 push (upstream's queued path) is ingested
-        after the ACL check instead of being relayed raw; everything else takes the upstream path."""
-        app_message: ApplicationMessage | None = wait_deliver.result()
-        if app_message is not None and app_message.topic and self.is_ingest_topic(app_message.topic):
-            await self.ingest(client_session, app_message.topic, bytes(app_message.data))
-            return True
-        return await super()._handle_message_delivery(client_session, handler, wait_deliver)
+class _QueuedMessage:
+    """A message held for an offline persistent session (what upstream's session queue stores)."""
+
+    __slots__ = ("data", "qos", "topic")
+
+    def __init__(self, topic: str, data: bytes, qos: int) -> None:
+        self.topic = topic
+        self.data = data
+        self.qos = qos

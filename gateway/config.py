@@ -72,6 +72,17 @@ class MqttConfig:
     websocket_port: int = 8083
     # Clients without credentials may push to and read public topics only.
     allow_anonymous: bool = True
+    # A connection that has not sent CONNECT by then is closed (slow-loris guard).
+    connect_timeout: float = 10 * SECONDS
+    # Largest packet accepted (remaining length, bytes); a larger one closes that connection only.
+    max_packet_size: int = 256 * KIB
+    # QoS 1/2 messages queued per offline persistent session; beyond this the oldest are kept and new
+    # ones dropped and counted (mosquitto's max_queued_messages default).
+    max_queued_messages: int = 1000
+    # A disconnected persistent session is forgotten after this long (7 days); 0 keeps it for ever.
+    session_expiry: float = 7 * 24 * 3600 * SECONDS
+    # Concurrent connections per listener; 0 is unlimited.
+    max_connections: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,9 +104,24 @@ async def stored_messages(config: Config) -> list[Message]:
 class MqttClient:
     """A paho-mqtt client whose callbacks feed thread-safe queues the async tests await."""
 
-    def __init__(self, port: int, *, username: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        client_id: str | None = None,
+        clean_session: bool = True,
+        will: tuple[str, bytes, int] | None = None,
+    ) -> None:
         self.port = port
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}")
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"test-{uuid.uuid4().hex[:8]}",
+            clean_session=clean_session,
+        )
+        if will is not None:
+            self.client.will_set(will[0], will[1], will[2])
         if password is not None and username is None:
             username = "device"  # MQTT 3.1.1 has no password without a username; paho would drop it
         if username is not None:
@@ -115,7 +130,8 @@ class MqttClient:
         self._connack: queue.Queue[Any] = queue.Queue()
         self._suback: dict[int, queue.Queue[list[Any]]] = {}
         self._lock = threading.Lock()
-        self.client.on_connect = lambda _c, _u, _f, rc, _p: self._connack.put(rc)
+        self.session_present = False
+        self.client.on_connect = lambda _c, _u, flags, rc, _p: self._connack.put((rc, flags.session_present))
         self.client.on_message = lambda _c, _u, msg: self.messages.put(msg)
         self.client.on_subscribe = self._on_subscribe
 
@@ -127,7 +143,8 @@ class MqttClient:
         """Connect and return the CONNACK reason code (``rc.is_failure`` tells a refusal)."""
         self.client.connect("127.0.0.1", self.port, keepalive=30)
         self.client.loop_start()
-        return await asyncio.to_thread(self._connack.get, timeout=TIMEOUT)
+        rc, self.session_present = await asyncio.to_thread(self._connack.get, timeout=TIMEOUT)
+        return rc
 
     async def subscribe(self, topic: str, qos: int = 1) -> int:
         """Subscribe and return the SUBACK code: the granted QoS, or 128 for a refusal."""
