@@ -64,15 +64,55 @@ class PushgateBroker(Broker):
         self._config = config
         self._prefix = config.prefix
         self._ingesting: set[asyncio.Task[bool]] = set()
+        self._audit: asyncio.Task[None] | None = None
         self.dropped_queued = 0  # QoS 1/2 messages dropped because an offline session's queue was full
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
+    async def start(self) -> None:
+        """Extends ``Broker.start`` with the key audit (see ``disconnect_revoked``)."""
+        await super().start()
+        self._audit = asyncio.create_task(self._audit_keys(), name="mqtt-key-audit")
+
     async def shutdown(self) -> None:
         """Extends ``Broker.shutdown``: pushes already read are committed before the broker stops."""
+        if self._audit is not None:
+            self._audit.cancel()
+            await asyncio.gather(self._audit, return_exceptions=True)
         if self._ingesting:
             await asyncio.wait(self._ingesting, timeout=_INGEST_DRAIN_TIMEOUT)
         await super().shutdown()
+
+    async def _audit_keys(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.key_audit_interval)
+            try:
+                await self.disconnect_revoked()
+            except Exception:
+                log.exception("key audit failed; trying again")
+
+    async def disconnect_revoked(self) -> int:
+        """Disconnect every connected client whose key has been revoked since it connected.
+
+        Keys are checked at CONNECT; this catches revocations afterwards, also those made by another
+        process (the CLI). The client's next CONNECT is refused by the normal check. Returns the count.
+        """
+        by_key: dict[str, list[Session]] = {}
+        for session, _handler in self._sessions.values():
+            principal = session.attributes.get(PRINCIPAL)
+            if principal is not None and principal.key_id and session.transitions.is_connected():
+                by_key.setdefault(principal.key_id, []).append(session)
+        revoked = await self._gateway.access.revoked_keys(by_key)
+        closed = 0
+        for key_id in revoked:
+            for session in by_key[key_id]:
+                handler = self._get_handler(session)
+                if handler is not None:
+                    log.info("disconnecting %s: its key %s was revoked", session.client_id, key_id)
+                    session.attributes.pop(PRINCIPAL, None)
+                    await handler.handle_connection_closed()
+                    closed += 1
+        return closed
 
     @property
     def port(self) -> int:

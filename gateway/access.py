@@ -11,6 +11,7 @@ key is never silently treated as anonymous. Keys are not cached: a revoked key f
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -105,6 +106,18 @@ class Access:
                 "(Authorization: Bearer <key> or x-api-key: <key>)"
             )
         raise Forbidden(f'this credential does not grant topic "{topic.name}"')
+
+    async def revoked_keys(self, key_ids: Collection[str]) -> set[str]:
+        """Which of ``key_ids`` are revoked (or deleted): one query, for the broker's session audit."""
+        if not key_ids:
+            return set()
+        async with self._sessions() as session:
+            live = set(
+                await session.scalars(
+                    select(ApiKey.id).where(ApiKey.id.in_(list(key_ids)), ApiKey.revoked_at.is_(None))
+                )
+            )
+        return set(key_ids) - live
 
     def _mark_used(self, kind: str, row_id: str) -> None:
         now = time.monotonic()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -63,6 +64,19 @@ async def _gateway(config: Config) -> AsyncIterator[Any]:
 
     async with Gateway.running(config) as gw:
         yield gw
+
+
+def _tune_gc() -> None:
+    """Garbage-collector settings for a long-running server.
+
+    Python's defaults run a young-generation collection every 700 allocations and a full one every
+    ~70,000; with thousands of connections a full collection walks every session object (about 200 ms
+    at 2,000 connections on a 2-core machine). Freezing what start-up allocated and raising the first
+    threshold keeps collections rare and short without turning the collector off.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 async def _serve(config: Config) -> None:
@@ -172,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         if args.command == "serve":
             _configure_logging(config.log.level)
+            _tune_gc()
             try:
                 import uvloop  # type: ignore[import-not-found]
             except ImportError:

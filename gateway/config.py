@@ -83,6 +83,9 @@ class MqttConfig:
     session_expiry: float = 7 * 24 * 3600 * SECONDS
     # Concurrent connections per listener; 0 is unlimited.
     max_connections: int = 0
+    # How often connected sessions' keys are re-checked, so a key revoked by another process (the CLI)
+    # disconnects its clients within this time.
+    key_audit_interval: float = 5 * SECONDS
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,16 +16,18 @@ import contextlib
 import gc
 import struct
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from amqtt.broker import Broker
 
 from broker.server import PushgateBroker
 from gateway.config import Config, LogConfig, MqttConfig, StorageConfig
 from gateway.core import Gateway
+from tests.conftest import MqttClient
 
 WAIT = 10.0  # seconds for anything that should happen
 NEGATIVE_WAIT = 4.0  # seconds to wait for something a defect makes happen (or not)
@@ -254,3 +256,49 @@ class RawClient:
 
     def close(self) -> None:
         self.writer.close()
+
+
+# -- fixtures (registered through ``pytest_plugins`` in conftest) -------------------------------------
+
+
+@pytest.fixture(params=["pushgate", "stock"])
+async def mqtt_broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BrokerUnderTest]:
+    options = {}
+    marker = request.node.get_closest_marker("broker_options")
+    if marker is not None:
+        options = dict(marker.kwargs)
+    if request.param == "stock":
+        defect = request.node.get_closest_marker("stock_defect")
+        if defect is not None:
+            request.applymarker(pytest.mark.xfail(strict=True, reason=f"amqtt 0.12.1: {defect.args[0]}"))
+        async with stock_broker(tmp_path, **options) as broker:
+            yield broker
+    else:
+        options.pop("anonymous", None)
+        async with pushgate_broker(tmp_path, **options) as broker:
+            yield broker
+
+
+@pytest.fixture
+def clients() -> Iterator[list[MqttClient | RawClient]]:
+    made: list[MqttClient | RawClient] = []
+    yield made
+    for client in made:
+        client.close()
+
+
+async def paho(
+    broker: BrokerUnderTest, clients: list, who: tuple[str, str] | None = None, **kwargs: object
+) -> MqttClient:
+    username, password = who if who else (None, None)
+    client = MqttClient(broker.port, username=username, password=password, **kwargs)  # type: ignore[arg-type]
+    clients.append(client)
+    rc = await client.connect()
+    assert not rc.is_failure, rc
+    return client
+
+
+async def raw(broker: BrokerUnderTest, clients: list) -> RawClient:
+    client = await RawClient.open(broker.port)
+    clients.append(client)
+    return client

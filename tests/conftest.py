@@ -29,13 +29,15 @@ from gateway.storage.models import Message
 
 TIMEOUT = 10.0  # seconds any single wait in a test may take before it fails
 
+pytest_plugins = ["tests.brokers"]  # the dual-broker fixture (pushgate's broker and stock amqtt)
+
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     return Config(
         storage=StorageConfig(data_dir=str(tmp_path / "data")),
         http=HttpConfig(port=0, graceful_timeout=2.0),
-        mqtt=MqttConfig(port=0),
+        mqtt=MqttConfig(port=0, key_audit_interval=0.5),
         log=LogConfig(level="WARNING"),
     )
 

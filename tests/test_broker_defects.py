@@ -4,68 +4,22 @@ on stock it is a strict xfail (``stock_defect``), so it keeps proving red there 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.brokers import (
     NEGATIVE_WAIT,
     BrokerUnderTest,
-    RawClient,
     connect_packet,
+    paho,
     publish_packet,
-    pushgate_broker,
-    stock_broker,
+    raw,
     subscribe_packet,
 )
 from tests.conftest import MqttClient
 
 NOT_AUTHORISED = b"\x20\x02\x00\x05"
 UNACCEPTABLE_PROTOCOL = b"\x20\x02\x00\x01"
-
-
-@pytest.fixture(params=["pushgate", "stock"])
-async def mqtt_broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BrokerUnderTest]:
-    options = {}
-    marker = request.node.get_closest_marker("broker_options")
-    if marker is not None:
-        options = dict(marker.kwargs)
-    if request.param == "stock":
-        defect = request.node.get_closest_marker("stock_defect")
-        if defect is not None:
-            request.applymarker(pytest.mark.xfail(strict=True, reason=f"amqtt 0.12.1: {defect.args[0]}"))
-        async with stock_broker(tmp_path, **options) as broker:
-            yield broker
-    else:
-        options.pop("anonymous", None)
-        async with pushgate_broker(tmp_path, **options) as broker:
-            yield broker
-
-
-@pytest.fixture
-def clients() -> Iterator[list[MqttClient | RawClient]]:
-    made: list[MqttClient | RawClient] = []
-    yield made
-    for client in made:
-        client.close()
-
-
-async def paho(
-    broker: BrokerUnderTest, clients: list, who: tuple[str, str] | None = None, **kwargs: object
-) -> MqttClient:
-    username, password = who if who else (None, None)
-    client = MqttClient(broker.port, username=username, password=password, **kwargs)  # type: ignore[arg-type]
-    clients.append(client)
-    rc = await client.connect()
-    assert not rc.is_failure, rc
-    return client
-
-
-async def raw(broker: BrokerUnderTest, clients: list) -> RawClient:
-    client = await RawClient.open(broker.port)
-    clients.append(client)
-    return client
 
 
 async def first_payload(client: MqttClient, timeout: float = NEGATIVE_WAIT) -> bytes:

@@ -7,6 +7,7 @@ that marker first, so the refused one was never delivered.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -140,3 +141,23 @@ async def test_user_token_grants_its_own_topics_and_the_home_space(
     await hub.publish("home/kitchen/temp", "21.5", qos=1)
     received = await hub.receive()
     assert (received.topic, received.payload) == ("home/kitchen/temp", b"21.5")
+
+
+async def test_revoked_key_disconnects_its_connected_clients(
+    server: Server, admin: Admin, make_client, mqtt_clients, config
+) -> None:
+    """Revoked from another process (as the CLI does): the broker's key audit disconnects the client
+    within ``key_audit_interval``, and it cannot reconnect."""
+    await admin.create_topic("a", private=True)
+    key = await admin.create_key("a")
+    device: MqttClient = await make_client(password=key.secret)
+    disconnected = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    device.client.on_disconnect = lambda *_: loop.call_soon_threadsafe(disconnected.set)
+    device.client.reconnect_delay_set(60, 60)  # no automatic reconnect while the test looks
+
+    await admin.revoke_key(key.id)
+    await asyncio.wait_for(disconnected.wait(), config.mqtt.key_audit_interval + 5)
+    again = MqttClient(server.mqtt_port, password=key.secret)
+    mqtt_clients.append(again)
+    assert (await again.connect()).is_failure

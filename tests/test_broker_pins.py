@@ -1,0 +1,86 @@
+"""broker/ overrides private methods of amqtt 0.12.1: an upgrade must fail here, loudly, not silently."""
+
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import version
+
+from amqtt.broker import Broker
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.protocol.handler import ProtocolHandler
+from amqtt.session import Session
+
+from broker.handler import IngestProtocolHandler
+from broker.server import PushgateBroker
+
+# Upstream names the overrides replace, extend or call, with the parameters they are called with.
+BROKER_NAMES = {
+    "_initialize_client_session": ["self", "reader", "writer", "remote_address", "remote_port"],
+    "_handle_client_session": None,
+    "_authenticate": ["self", "session", "_"],
+    "_topic_filtering": ["self", "session", "topic", "action"],
+    "_handle_message_delivery": ["self", "client_session", "handler", "wait_deliver"],
+    "_run_broadcast": ["self", "running_tasks"],
+    "_broadcast_message": ["self", "session", "topic", "data", "force_qos"],
+    "_publish_session_retained_messages": ["self", "session"],
+    "_publish_retained_messages_for_subscription": ["self", "subscription", "session"],
+    "_delete_session": ["self", "client_id"],
+    "_get_handler": ["self", "session"],
+    "_matches": ["self", "topic", "a_filter"],
+    "add_subscription": ["self", "subscription", "session"],
+    "retain_message": None,
+    "shutdown": ["self"],
+}
+HANDLER_NAMES = {
+    "attach": ["self", "session", "reader", "writer"],
+    "handle_read_timeout": ["self"],
+    "handle_publish": ["self", "publish_packet"],
+    "_handle_qos1_message_flow": ["self", "app_message"],
+    "_send_packet": ["self", "packet"],
+    "_retry_deliveries": ["self"],
+    "handle_connection_closed": ["self"],
+}
+ATTRIBUTES = {
+    Broker: ["_sessions", "_subscriptions", "_retained_messages", "_broadcast_queue", "_servers", "_loop"],
+    ProtocolHandler: ["_puback_waiters", "session", "reader", "writer"],
+    Session: ["attributes", "retained_messages", "inflight_out", "clean_session", "transitions", "parent"],
+}
+
+
+def test_amqtt_is_the_pinned_version() -> None:
+    assert version("amqtt") == "0.12.1"
+
+
+def _check(cls: type, names: dict[str, list[str] | None]) -> None:
+    for name, params in names.items():
+        assert hasattr(cls, name), f"{cls.__name__}.{name} is gone"
+        if params is not None:
+            assert list(inspect.signature(getattr(cls, name)).parameters) == params, name
+
+
+def test_private_methods_the_overrides_rely_on() -> None:
+    _check(Broker, BROKER_NAMES)
+    _check(BrokerProtocolHandler, HANDLER_NAMES)
+    assert inspect.signature(BrokerProtocolHandler.init_from_connect).parameters.keys() >= {
+        "reader",
+        "writer",
+    }
+
+
+def test_attributes_the_overrides_rely_on() -> None:
+    import asyncio
+
+    async def build() -> None:
+        broker = Broker({"listeners": {"default": {"type": "tcp", "bind": "127.0.0.1:0"}}, "plugins": {}})
+        handler = BrokerProtocolHandler(broker.plugins_manager)
+        session = Session()
+        for obj, cls in ((broker, Broker), (handler, ProtocolHandler), (session, Session)):
+            for attribute in ATTRIBUTES[cls]:
+                assert hasattr(obj, attribute), f"{cls.__name__}().{attribute} is gone"
+
+    asyncio.run(build())
+
+
+def test_overrides_are_subclasses() -> None:
+    assert issubclass(PushgateBroker, Broker)
+    assert issubclass(IngestProtocolHandler, BrokerProtocolHandler)
