@@ -28,6 +28,7 @@ from amqtt.utils import gen_client_id
 from broker.framing import ConnectRejected, check_protocol, read_connect
 from broker.handler import IngestProtocolHandler
 from broker.ingest import error_payload, push_request
+from broker.topic_tree import TopicTree
 from broker.topics import DEVICE_LEAVES, PushgateTopic, parse_filter, parse_topic
 from gateway import credentials
 from gateway.access import ANONYMOUS, Principal
@@ -64,13 +65,16 @@ class PushgateBroker(Broker):
         self._config = config
         self._prefix = config.prefix
         self._ingesting: set[asyncio.Task[bool]] = set()
+        self._tree: TopicTree[Session] = TopicTree()  # the routing index; upstream's dict stays for its code
         self._audit: asyncio.Task[None] | None = None
         self.dropped_queued = 0  # QoS 1/2 messages dropped because an offline session's queue was full
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Extends ``Broker.start`` with the key audit (see ``disconnect_revoked``)."""
+        """Extends ``Broker.start`` with the key audit (see ``disconnect_revoked``); upstream clears its
+        subscriptions at start, so does the tree."""
+        self._tree.clear()
         await super().start()
         self._audit = asyncio.create_task(self._audit_keys(), name="mqtt-key-audit")
 
@@ -124,12 +128,9 @@ class PushgateBroker(Broker):
 
     async def subscriber_count(self, mqtt_topic: str) -> int:
         sessions: set[str] = set()
-        for topic_filter, subscriptions in self._subscriptions.items():
-            if not subscriptions or not self._matches(mqtt_topic, topic_filter):
-                continue
-            for session, _qos in subscriptions:
-                if session.client_id not in sessions and await self._may_receive(session, mqtt_topic):
-                    sessions.add(session.client_id or "")
+        for client_id, session, _qos in self._tree.match(mqtt_topic):
+            if client_id not in sessions and await self._may_receive(session, mqtt_topic):
+                sessions.add(client_id)
         return len(sessions)
 
     async def publish(self, mqtt_topic: str, payload: bytes, qos: int) -> None:
@@ -288,9 +289,17 @@ class PushgateBroker(Broker):
         """Extends ``Broker.add_subscription``: a granted subscription may be the subscriber a waiting
         message needs."""
         code = await super().add_subscription(subscription, session)
-        if code != _SUBACK_FAILURE and parse_filter(self._prefix, subscription[0]) is not None:
-            self._gateway.outbox.wake_waiting()
+        if code != _SUBACK_FAILURE:
+            self._tree.add(subscription[0], session.client_id or "", session, code)
+            if parse_filter(self._prefix, subscription[0]) is not None:
+                self._gateway.outbox.wake_waiting()
         return code
+
+    def _del_subscription(self, a_filter: str, session: Session) -> int:
+        """Extends ``Broker._del_subscription`` (also reached through ``_del_all_subscriptions`` and
+        ``_delete_session``) to keep the topic tree in step with upstream's dict."""
+        self._tree.remove(a_filter, session.client_id or "")
+        return super()._del_subscription(a_filter, session)
 
     # -- routing -------------------------------------------------------------------------------------
 
@@ -325,30 +334,28 @@ class PushgateBroker(Broker):
     async def _run_broadcast(self, running_tasks: deque[asyncio.Task[OutgoingApplicationMessage]]) -> None:
         """Replaces ``Broker._run_broadcast``.
 
-        Delivers at the lower of the publish and subscription QoS (upstream used the subscription's, so a
-        QoS 0 publish reached QoS 1/2 subscribers at QoS 1/2) and bounds each offline persistent session's
-        queue at ``max_queued_messages``, counting what it drops (upstream's queue was unbounded).
+        Finds subscribers in the topic tree (upstream tested every filter in the broker), delivers at the
+        lower of the publish and subscription QoS (upstream used the subscription's, so a QoS 0 publish
+        reached QoS 1/2 subscribers at QoS 1/2) and bounds each offline persistent session's queue at
+        ``max_queued_messages``, counting what it drops (upstream's queue was unbounded).
         """
         broadcast = await self._broadcast_queue.get()
         topic: str = broadcast["topic"]
         data = broadcast["data"]
         published_qos: int | None = broadcast.get("qos")
-        for topic_filter, subscriptions in list(self._subscriptions.items()):
-            if not self._matches(topic, topic_filter):
+        for _client_id, target, subscribed_qos in list(self._tree.match(topic)):
+            qos = subscribed_qos if published_qos is None else min(published_qos, subscribed_qos)
+            if not await self._may_receive(target, topic):
                 continue
-            for target, subscribed_qos in list(subscriptions):
-                qos = subscribed_qos if published_qos is None else min(published_qos, subscribed_qos)
-                if not await self._may_receive(target, topic):
-                    continue
-                if target.transitions.state != "connected":
-                    if not target.clean_session and qos > 0:
-                        self._queue_for_offline(target, topic, data, qos)
-                    continue
-                handler = self._get_handler(target)
-                if handler is not None:
-                    running_tasks.append(
-                        asyncio.ensure_future(handler.mqtt_publish(topic, data, qos, retain=False))
-                    )
+            if target.transitions.state != "connected":
+                if not target.clean_session and qos > 0:
+                    self._queue_for_offline(target, topic, data, qos)
+                continue
+            handler = self._get_handler(target)
+            if handler is not None:
+                running_tasks.append(
+                    asyncio.ensure_future(handler.mqtt_publish(topic, data, qos, retain=False))
+                )
 
     def _queue_for_offline(self, session: Session, topic: str, data: bytes, qos: int) -> None:
         if session.retained_messages.qsize() >= self._config.max_queued_messages:

@@ -1,0 +1,81 @@
+"""The subscription tree against MQTT 3.1.1 section 4.7, and against amqtt's own matcher as an oracle."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+from amqtt.broker import Broker
+
+from broker.topic_tree import TopicTree
+
+
+def matches(tree: TopicTree[str], topic: str) -> set[tuple[str, int]]:
+    return {(client, qos) for client, _subscriber, qos in tree.match(topic)}
+
+
+@pytest.mark.parametrize(
+    ("topic_filter", "topic", "expected"),
+    [
+        ("sport/tennis/player1/#", "sport/tennis/player1", True),
+        ("sport/tennis/player1/#", "sport/tennis/player1/ranking", True),
+        ("sport/tennis/player1/#", "sport/tennis/player1/score/wimbledon", True),
+        ("sport/#", "sport", True),
+        ("#", "sport/tennis", True),
+        ("sport/tennis/+", "sport/tennis/player1", True),
+        ("sport/tennis/+", "sport/tennis/player1/ranking", False),
+        ("sport/+", "sport", False),
+        ("sport/+", "sport/", True),
+        ("+/+", "/finance", True),
+        ("/+", "/finance", True),
+        ("+", "/finance", False),
+        ("#", "$SYS/broker", False),
+        ("+/monitor/Clients", "$SYS/monitor/Clients", False),
+        ("$SYS/#", "$SYS/monitor/Clients", True),
+        ("$SYS/monitor/+", "$SYS/monitor/Clients", True),
+        ("a/b", "a/b", True),
+        ("a/b", "a/b/c", False),
+        ("a/b", "a", False),
+    ],
+)
+def test_spec_examples(topic_filter: str, topic: str, expected: bool) -> None:
+    tree: TopicTree[str] = TopicTree()
+    tree.add(topic_filter, "c", "session", 1)
+    assert bool(matches(tree, topic)) is expected
+
+
+def test_add_replaces_qos_and_remove_prunes() -> None:
+    tree: TopicTree[str] = TopicTree()
+    tree.add("a/+/c", "x", "sx", 0)
+    tree.add("a/+/c", "x", "sx", 2)
+    tree.add("a/#", "y", "sy", 1)
+    assert len(tree) == 2
+    assert matches(tree, "a/b/c") == {("x", 2), ("y", 1)}
+    assert tree.remove("a/+/c", "x") and not tree.remove("a/+/c", "x")
+    assert matches(tree, "a/b/c") == {("y", 1)}
+    assert tree.remove("a/#", "y")
+    assert len(tree) == 0 and tree._root.children == {}
+
+
+def test_agrees_with_amqtt_matcher_on_random_filters() -> None:
+    """amqtt's ``Broker._matches`` is a straightforward (if slow) implementation: use it as the oracle."""
+    rng = random.Random(7)
+    words = ["a", "b", "c", "", "$SYS"]
+    oracle = Broker.__new__(Broker)  # _matches reads nothing but its arguments and a logger
+    import logging
+
+    oracle.logger = logging.getLogger("oracle")
+    tree: TopicTree[str] = TopicTree()
+    filters = set()
+    for i in range(300):
+        levels = [rng.choice([*words, "+"]) for _ in range(rng.randint(1, 4))]
+        if rng.random() < 0.3:
+            levels.append("#")
+        topic_filter = "/".join(levels)
+        filters.add(topic_filter)
+        tree.add(topic_filter, f"client-{i}", topic_filter, 0)
+    topics = ["/".join(p) for n in range(1, 4) for p in itertools.product(words, repeat=n)]
+    for topic in topics:
+        expected = {f for f in filters if oracle._matches(topic, f)}
+        assert {subscriber for _, subscriber, _ in tree.match(topic)} == expected, topic
