@@ -8,7 +8,8 @@
     ├── Forbidden              a valid credential that does not grant this topic (403)
     ├── NotFound               the topic, key or user does not exist (404)
     ├── Conflict               the name is taken (409)
-    └── SchemaError            the database schema is newer than this code knows
+    ├── SchemaError            the database schema is newer than this code knows
+    └── ListenError            a listener cannot bind its address (in use, not permitted)
 
 The HTTP bridge turns ``status``, ``error`` and ``message`` into ``{"error", "message"}``; the MQTT edge
 publishes the same three on ``<prefix>/<topic>/error``.
@@ -20,6 +21,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "Forbidden",
+    "ListenError",
     "NotFound",
     "PayloadTooLarge",
     "PushgateError",
@@ -104,3 +106,9 @@ class SchemaError(PushgateError):
     """Raised at start when the database carries a migration this code does not know (it is newer)."""
 
     error = "Database schema too new"
+
+
+class ListenError(PushgateError):
+    """Raised at start when the MQTT or HTTP listener cannot bind its configured address."""
+
+    error = "Cannot listen"

@@ -15,12 +15,14 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from amqtt.errors import BrokerError
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 
 from broker.server import PushgateBroker
 from gateway.config import Config
 from gateway.core import Gateway
+from gateway.errors import ListenError
 from http_bridge.app import create_app
 
 __all__ = ["Endpoints", "serve"]
@@ -61,11 +63,24 @@ async def serve(
         broker: PushgateBroker | None = None
         if config.mqtt.enabled:
             broker = PushgateBroker(gw, config.mqtt)
-            await broker.start()
+            try:
+                await broker.start()
+            except BrokerError as exc:
+                where = f"{config.mqtt.host}:{config.mqtt.port}"
+                raise ListenError(
+                    f"cannot listen for MQTT on {where} ({exc.__cause__ or exc}); "
+                    "stop the other server (a system mosquitto?) or set [mqtt] port / PUSHGATE_MQTT_PORT",
+                ) from exc
             gw.attach_mqtt(broker)
         gw.start_delivery()
         try:
-            http_sock = _bind_http(config.http.host, config.http.port) if config.http.enabled else None
+            try:
+                http_sock = _bind_http(config.http.host, config.http.port) if config.http.enabled else None
+            except OSError as exc:
+                raise ListenError(
+                    f"cannot listen for HTTP on {config.http.host}:{config.http.port} ({exc.strerror}); "
+                    "stop the other server or set [http] port / PUSHGATE_HTTP_PORT",
+                ) from exc
             endpoints = Endpoints(
                 http=_url("http", config.http.host, http_sock.getsockname()[1]) if http_sock else None,
                 mqtt=_url("mqtt", config.mqtt.host, broker.port) if broker else None,

@@ -104,3 +104,18 @@ async def test_db_upgrade_and_a_missing_config_file(env: dict[str, str], tmp_pat
     assert code == 0 and "database at migration 0001" in out
     code, _, err = await pushgate(env, "--config", str(tmp_path / "nope.toml"), "topic", "list")
     assert code == 1 and "nope.toml does not exist" in err
+
+
+async def test_serve_on_a_taken_port_says_so(env: dict[str, str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        code, _, err = await pushgate(env | {"PUSHGATE_MQTT_PORT": port}, "serve")
+        assert code == 1
+        assert f"cannot listen for MQTT on 127.0.0.1:{port}" in err and "PUSHGATE_MQTT_PORT" in err
+        code, _, err = await pushgate(env | {"PUSHGATE_HTTP_PORT": port}, "serve")
+        assert code == 1
+        assert f"cannot listen for HTTP on 127.0.0.1:{port}" in err and "Traceback" not in err
