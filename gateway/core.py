@@ -21,6 +21,7 @@ from gateway.channels.mqtt import MqttChannel, MqttEgress
 from gateway.config import Config
 from gateway.outbox import Outbox
 from gateway.publish import Publisher
+from gateway.receipts import Receipts
 from gateway.storage import database
 from gateway.storage.models import utcnow
 from gateway.topics import TopicDirectory
@@ -43,6 +44,7 @@ class Gateway:
         )
         self.access = Access(self.sessions)
         self.admin = Admin(self.sessions, on_topic_change=self.topics.invalidate)
+        self.receipts = Receipts(self.sessions, self.access)
         self.writer = GroupCommitWriter(self.sessions, config.outbox.write_queue_size)
         self.outbox = Outbox(self.sessions, config.outbox)
         self.publisher = Publisher(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from quart import Quart, Response, jsonify
+from quart import Quart, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from gateway.errors import PushgateError
@@ -16,7 +16,6 @@ log = logging.getLogger(__name__)
 
 _HTTP_MESSAGES = {
     404: "No such endpoint. Push to POST /api/push/<topic>.",
-    405: "Use POST, not GET: push endpoints only accept POST.",
     413: "The request body is larger than the configured limit ([http] max_body_bytes).",
 }
 
@@ -38,7 +37,11 @@ def register_error_handlers(app: Quart) -> None:
     async def _http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
         name = {404: "Not Found", 405: "Method Not Allowed", 413: "Payload too large"}.get(status, exc.name)
-        response = error_response(status, name, _HTTP_MESSAGES.get(status, exc.description or name))
+        message = _HTTP_MESSAGES.get(status, exc.description or name)
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            allowed = [m for m in exc.valid_methods if m not in ("HEAD", "OPTIONS")] or exc.valid_methods
+            message = f"Use {' or '.join(allowed)}, not {request.method}: this endpoint accepts only that."
+        response = error_response(status, name, message)
         if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response

@@ -123,6 +123,12 @@ class Receipt(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    # Keyset pagination of GET /api/receipts walks (created_at, id), alone or within a topic.
+    __table_args__ = (
+        Index("ix_receipts_created_id", "created_at", "id"),
+        Index("ix_receipts_topic_created_id", "topic_id", "created_at", "id"),
+    )
+
     # Declared so the unit of work inserts the message first; never loaded lazily (async).
     message: Mapped[Message] = relationship(lazy="raise")
 
