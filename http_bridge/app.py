@@ -7,7 +7,9 @@ from quart import Quart
 from gateway.core import Gateway
 from http_bridge import health, push
 from http_bridge.errors import register_error_handlers
+from http_bridge.receipts import blueprint as receipts_blueprint
 from http_bridge.state import GATEWAY_KEY
+from http_bridge.topics import blueprint as topics_blueprint
 
 __all__ = ["create_app"]
 
@@ -19,5 +21,7 @@ def create_app(gw: Gateway) -> Quart:
     app.extensions[GATEWAY_KEY] = gw
     app.register_blueprint(push.blueprint)
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(receipts_blueprint)
+    app.register_blueprint(topics_blueprint)
     register_error_handlers(app)
     return app
