@@ -67,6 +67,8 @@ class PushgateBroker(Broker):
         self._ingesting: set[asyncio.Task[bool]] = set()
         self._tree: TopicTree[Session] = TopicTree()  # the routing index; upstream's dict stays for its code
         self._audit: asyncio.Task[None] | None = None
+        self._audit_now = asyncio.Event()
+        gateway.on_keys_revoked(self._audit_now.set)
         self.dropped_queued = 0  # QoS 1/2 messages dropped because an offline session's queue was full
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -88,8 +90,14 @@ class PushgateBroker(Broker):
         await super().shutdown()
 
     async def _audit_keys(self) -> None:
+        """Re-check live sessions' keys when this process revoked one, else every interval (another
+        process, such as the CLI, may have)."""
         while True:
-            await asyncio.sleep(self._config.key_audit_interval)
+            try:
+                await asyncio.wait_for(self._audit_now.wait(), self._config.key_audit_interval)
+            except TimeoutError:
+                pass
+            self._audit_now.clear()
             try:
                 await self.disconnect_revoked()
             except Exception:

@@ -106,9 +106,15 @@ def _label(value: Any) -> str:
 
 class Admin:
     def __init__(
-        self, sessions: async_sessionmaker[Any], on_topic_change: Callable[[str], None] | None = None
+        self,
+        sessions: async_sessionmaker[Any],
+        on_topic_change: Callable[[str], None] | None = None,
+        on_keys_revoked: Callable[[], None] | None = None,
     ) -> None:
         self._sessions = sessions
+        # Called after keys stop being valid (revoked, or deleted with their topic), so live MQTT
+        # sessions using them are re-checked at once rather than at the next audit.
+        self._on_keys_revoked = on_keys_revoked or (lambda: None)
         self._on_topic_change = on_topic_change or (lambda _name: None)
 
     # -- users ---------------------------------------------------------------------------------------
@@ -240,6 +246,7 @@ class Admin:
             await session.execute(delete(Topic).where(Topic.id == topic.id))
             await session.commit()
         self._on_topic_change(topic.name)
+        self._on_keys_revoked()
         return topic, int(getattr(result, "rowcount", 0) or 0)
 
     async def _topic(self, session: Any, name: str) -> Topic:
@@ -315,12 +322,12 @@ class Admin:
             topic = await self._owned_topic(session, owner_id, topic_id)
             return await self._keys(session, topic.id)
 
-    @staticmethod
-    async def _revoke(session: Any, key: ApiKey) -> datetime:
+    async def _revoke(self, session: Any, key: ApiKey) -> datetime:
         """Revoke a key; it fails at its next use. Revoking twice keeps the first time."""
         if key.revoked_at is None:
             key.revoked_at = utcnow()
             await session.commit()
+            self._on_keys_revoked()
         return key.revoked_at
 
     async def revoke_key(self, key_id: str) -> datetime:

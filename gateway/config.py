@@ -83,8 +83,8 @@ class MqttConfig:
     session_expiry: float = 7 * 24 * 3600 * SECONDS
     # Concurrent connections per listener; 0 is unlimited.
     max_connections: int = 0
-    # How often connected sessions' keys are re-checked, so a key revoked by another process (the CLI)
-    # disconnects its clients within this time.
+    # How often connected sessions' keys are re-checked for revocations made by another process (the CLI);
+    # revocations made by the running server itself (the API) disconnect at once.
     key_audit_interval: float = 5 * SECONDS
 
 

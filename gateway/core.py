@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
@@ -43,7 +43,10 @@ class Gateway:
             self.sessions, auto_create=config.topics.auto_create, cache_seconds=config.topics.cache_seconds
         )
         self.access = Access(self.sessions)
-        self.admin = Admin(self.sessions, on_topic_change=self.topics.invalidate)
+        self._revocation_listeners: list[Callable[[], None]] = []
+        self.admin = Admin(
+            self.sessions, on_topic_change=self.topics.invalidate, on_keys_revoked=self._keys_revoked
+        )
         self.receipts = Receipts(self.sessions, self.access)
         self.writer = GroupCommitWriter(self.sessions, config.outbox.write_queue_size)
         self.outbox = Outbox(self.sessions, config.outbox)
@@ -59,6 +62,14 @@ class Gateway:
     def attach_mqtt(self, egress: MqttEgress) -> None:
         """Enable the MQTT channel; ``broker/`` provides the egress, the composition root wires it."""
         self.outbox.add_channel(MqttChannel(self.config.mqtt.prefix, egress))
+
+    def on_keys_revoked(self, listener: Callable[[], None]) -> None:
+        """Register an edge that must re-check live sessions when keys are revoked (the broker)."""
+        self._revocation_listeners.append(listener)
+
+    def _keys_revoked(self) -> None:
+        for listener in self._revocation_listeners:
+            listener()
 
     def start_delivery(self) -> None:
         """Let the outbox work, once the composition root has attached every channel."""
