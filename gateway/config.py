@@ -86,6 +86,10 @@ class MqttConfig:
     # How often connected sessions' keys are re-checked for revocations made by another process (the CLI);
     # revocations made by the running server itself (the API) disconnect at once.
     key_audit_interval: float = 5 * SECONDS
+    # Access to topics outside <prefix>/ (the home broker): "allow|deny WHO ACCESS FILTER" rules, the
+    # first that matches decides, no match is deny. WHO: anonymous, user, user:<name>, any. ACCESS:
+    # read, write, readwrite. Environment override: rules separated by ";".
+    home_acl: tuple[str, ...] = ("allow user readwrite #",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,11 @@ def _coerce(value: Any, target: Any, where: str) -> Any:
     """Turn a TOML value or an environment string into the field's type, or say which key is wrong."""
     if isinstance(target, types.UnionType):
         target = next(t for t in typing.get_args(target) if t is not type(None))
+    if typing.get_origin(target) is tuple:  # tuple[str, ...]: a TOML array, or ";"-separated in env
+        items = value.split(";") if isinstance(value, str) else value
+        if isinstance(items, list | tuple) and all(isinstance(item, str) for item in items):
+            return tuple(item.strip() for item in items if item.strip())
+        raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
     try:
         if target is bool:
             if isinstance(value, bool):
