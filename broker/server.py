@@ -27,6 +27,7 @@ from amqtt.utils import gen_client_id
 
 from broker.framing import ConnectRejected, check_protocol, read_connect
 from broker.handler import IngestProtocolHandler
+from broker.home_acl import HomeAcl
 from broker.ingest import error_payload, push_request
 from broker.topic_tree import TopicTree
 from broker.topics import DEVICE_LEAVES, PushgateTopic, parse_filter, parse_topic
@@ -65,6 +66,7 @@ class PushgateBroker(Broker):
         self._config = config
         self._prefix = config.prefix
         self._ingesting: set[asyncio.Task[bool]] = set()
+        self._home_acl = HomeAcl(config.home_acl)
         self._tree: TopicTree[Session] = TopicTree()  # the routing index; upstream's dict stays for its code
         self._audit: asyncio.Task[None] | None = None
         self._audit_now = asyncio.Event()
@@ -249,7 +251,9 @@ class PushgateBroker(Broker):
         if action == Action.PUBLISH:
             parsed = parse_topic(self._prefix, topic)
             if parsed is None:
-                return self._may_use_home(principal, topic)
+                return topic.split("/", 1)[0] != self._prefix and self._home_acl.allows(
+                    principal, "write", topic
+                )
             if parsed.leaf not in DEVICE_LEAVES:
                 return False  # message/action/receipt/error are the gateway's to publish
             return await self._may_push(principal, parsed.name)
@@ -260,17 +264,18 @@ class PushgateBroker(Broker):
         parsed = parse_topic(self._prefix, topic)
         if parsed is None:
             if topic.split("/", 1)[0] == self._prefix:
-                return principal.kind == "user"
-            return self._may_use_home(principal, topic)
+                return principal.kind == "user"  # a malformed pushgate topic: only users see such things
+            return self._home_acl.allows(principal, "read", topic)
         return await self._may_access(principal, parsed.name)
 
     async def _may_subscribe(self, principal: Principal, topic_filter: str) -> bool:
         parsed = parse_filter(self._prefix, topic_filter)
         if parsed is None:
-            return self._may_use_home(principal, topic_filter)
+            return self._home_acl.allows_subscription(principal, topic_filter)
         if parsed is True:
-            # spans the home space and pushgate's: users only; each message is checked on receipt
-            return principal.kind == "user"
+            # spans the home space and pushgate's (#, +/#): not for keys, which grant one topic; the home
+            # ACL must reach it; every message is then checked on receipt
+            return principal.kind != "key" and self._home_acl.allows_subscription(principal, topic_filter)
         assert isinstance(parsed, PushgateTopic)
         if parsed.name in ("+", "#"):
             # every topic: a key grants one topic only; others get what they may read, checked on receipt
@@ -288,10 +293,6 @@ class PushgateBroker(Broker):
     async def _may_access(self, principal: Principal, name: str) -> bool:
         topic = await self._gateway.topics.find(name)
         return topic is not None and self._gateway.access.may_access(principal, topic)
-
-    @staticmethod
-    def _may_use_home(principal: Principal, _topic: str) -> bool:
-        return principal.kind == "user"
 
     async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
         """Extends ``Broker.add_subscription``: a granted subscription may be the subscriber a waiting
