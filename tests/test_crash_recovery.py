@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 
 from gateway.config import Config, StorageConfig
+from tests.brokers import RawClient, publish_packet
 from tests.conftest import MqttClient, stored_messages
 from tests.process import gateway_env, pushgate, start_gateway
 
@@ -50,3 +51,38 @@ async def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
     assert await gateway.stop(signal.SIGTERM) == 0
     assert any("pushgate stopping" in line for line in gateway.log)
     assert not any("Traceback" in line for line in gateway.log), "".join(gateway.log)
+
+
+async def test_every_pubacked_push_survives_sigkill_right_after_its_puback(tmp_path: Path) -> None:
+    """Issue 3, acceptance 5: a PUBACK means "on disk". Rounds of a pipelined QoS 1 burst, each killed with
+    SIGKILL the moment a PUBACK is read (a different one each round); every acknowledged push is stored."""
+    env = gateway_env(tmp_path / "data", PUSHGATE_LOG_LEVEL="INFO")
+    assert (await pushgate(env, "topic", "create", "sensor"))[0] == 0
+    acknowledged: set[str] = set()
+    for round_number, kill_after in enumerate((1, 7, 19, 33, 50)):
+        gateway = await start_gateway(env)
+        device = await RawClient.open(gateway.mqtt_port)
+        try:
+            await device.connect(f"burst-{round_number}")
+            texts = {packet_id: f"round {round_number} reading {packet_id}" for packet_id in range(1, 61)}
+            await device.send(
+                b"".join(
+                    publish_packet("pushgate/sensor/push", t.encode(), qos=1, packet_id=i)
+                    for i, t in texts.items()
+                )
+            )
+            for _ in range(kill_after):
+                puback = await device.read_packet()
+                assert puback is not None and puback.type == 4
+                acknowledged.add(texts[int.from_bytes(puback.body[:2], "big")])
+            gateway.proc.kill()  # SIGKILL, right after the PUBACK was read
+        finally:
+            device.close()
+            await gateway.stop(signal.SIGKILL)
+        stored = {
+            m.message
+            for m in await stored_messages(Config(storage=StorageConfig(data_dir=str(tmp_path / "data"))))
+        }
+        missing = acknowledged - stored
+        assert not missing, f"round {round_number}: acknowledged but not stored: {sorted(missing)[:5]}"
+    assert len(acknowledged) == 1 + 7 + 19 + 33 + 50
