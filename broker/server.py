@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import ssl
 from collections import deque
+from functools import partial
 from typing import Any
 
+import websockets
 from amqtt.adapters import BufferReader, ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
-from amqtt.contexts import Action
+from amqtt.contexts import Action, ListenerType
 from amqtt.errors import MQTTError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
@@ -128,11 +131,39 @@ class PushgateBroker(Broker):
                     closed += 1
         return closed
 
+    async def _create_server_instance(
+        self,
+        listener_name: str,
+        listener_type: ListenerType,
+        address: str | None,
+        port: int,
+        ssl_context: ssl.SSLContext | None,
+    ) -> asyncio.Server | websockets.asyncio.server.Server:
+        """Replaces ``Broker._create_server_instance`` for WebSocket listeners: upstream accepts frames up
+        to websockets' default 1 MiB whatever the broker's limit; here a frame may carry one packet of at
+        most ``max_packet_size`` (plus its 5-byte fixed header). TCP listeners take the upstream path."""
+        if listener_type != ListenerType.WS:
+            return await super()._create_server_instance(
+                listener_name, listener_type, address, port, ssl_context
+            )
+        return await websockets.serve(
+            partial(self.ws_connected, listener_name=listener_name),
+            address,
+            port,
+            ssl=ssl_context,
+            subprotocols=[websockets.Subprotocol("mqtt")],
+            max_size=self._config.max_packet_size + 5,
+        )
+
+    def listener_port(self, name: str = "default") -> int:
+        """The port a listener actually bound (the configured one, or the ephemeral one for port 0)."""
+        instance = self._servers[name].instance
+        return int(instance.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
     @property
     def port(self) -> int:
-        """The TCP port actually bound (the configured one, or the ephemeral one for port 0)."""
-        server = self._servers["default"].instance
-        return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        """The TCP listener's bound port."""
+        return self.listener_port("default")
 
     # -- egress: the core's MqttEgress ---------------------------------------------------------------
 

@@ -30,6 +30,9 @@ BROKER_NAMES = {
     "add_subscription": ["self", "subscription", "session"],
     "retain_message": None,
     "shutdown": ["self"],
+    "start": ["self"],
+    "_create_server_instance": ["self", "listener_name", "listener_type", "address", "port", "ssl_context"],
+    "ws_connected": ["self", "websocket", "listener_name"],
 }
 HANDLER_NAMES = {
     "attach": ["self", "session", "reader", "writer"],
