@@ -19,6 +19,7 @@ from gateway.access import Access
 from gateway.admin import Admin
 from gateway.channels.mqtt import MqttChannel, MqttEgress
 from gateway.config import Config
+from gateway.devices import Devices
 from gateway.outbox import Outbox
 from gateway.publish import Publisher
 from gateway.receipts import Receipts
@@ -48,6 +49,7 @@ class Gateway:
             self.sessions, on_topic_change=self.topics.invalidate, on_keys_revoked=self._keys_revoked
         )
         self.receipts = Receipts(self.sessions, self.access)
+        self.devices = Devices(self.sessions)
         self.writer = GroupCommitWriter(self.sessions, config.outbox.write_queue_size)
         self.outbox = Outbox(self.sessions, config.outbox)
         self.publisher = Publisher(

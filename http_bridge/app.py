@@ -6,6 +6,7 @@ from quart import Quart
 
 from gateway.core import Gateway
 from http_bridge import health, push
+from http_bridge.devices import blueprint as devices_blueprint
 from http_bridge.errors import register_error_handlers
 from http_bridge.receipts import blueprint as receipts_blueprint
 from http_bridge.state import GATEWAY_KEY
@@ -23,5 +24,6 @@ def create_app(gw: Gateway) -> Quart:
     app.register_blueprint(health.blueprint)
     app.register_blueprint(receipts_blueprint)
     app.register_blueprint(topics_blueprint)
+    app.register_blueprint(devices_blueprint)
     register_error_handlers(app)
     return app

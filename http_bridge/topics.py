@@ -16,21 +16,22 @@ This module only translates: the rules, checks and errors are ``gateway.admin.Ad
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from quart import Blueprint, Response, current_app, jsonify, request
+from quart import Blueprint, Response, current_app, jsonify
 
 from gateway.admin import Admin
 from gateway.envelope import iso
-from gateway.errors import Unauthorized, ValidationError
+from gateway.errors import Unauthorized
 from gateway.storage.models import ApiKey, Topic
 from http_bridge.auth import require_user
+from http_bridge.bodies import json_object
 from http_bridge.state import gateway
 
 __all__ = ["blueprint"]
 
 blueprint = Blueprint("topics", __name__, url_prefix="/api/topics")
+_EXAMPLE = '{"name": "server-alerts"}'  # shown in the 400 for a body that is not an object
 
 
 def _admin() -> Admin:
@@ -42,19 +43,6 @@ async def _owner_id() -> str:
     if not who.user_id:  # never for a user token; refused rather than matching ownerless topics
         raise Unauthorized("the user token names no user", error="Invalid token")
     return who.user_id
-
-
-async def _json_object() -> dict[str, Any]:
-    raw = await request.get_data(cache=False)
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValidationError("body", f"the body is not valid JSON: {exc}", error="Malformed JSON") from exc
-    if not isinstance(body, dict):
-        raise ValidationError("body", 'the JSON body must be an object, e.g. {"name": "server-alerts"}')
-    return body
 
 
 def _topic_json(topic: Topic, key_count: int) -> dict[str, Any]:
@@ -96,14 +84,14 @@ async def list_topics() -> Response:
 @blueprint.post("/")
 async def create_topic() -> Response:
     owner_id = await _owner_id()
-    topic = await _admin().create_user_topic(owner_id, await _json_object())
+    topic = await _admin().create_user_topic(owner_id, await json_object(_EXAMPLE))
     return _created(_topic_json(topic, 0))
 
 
 @blueprint.patch("/<topic_id>")
 async def update_topic(topic_id: str) -> Response:
     owner_id = await _owner_id()
-    topic, keys = await _admin().update_user_topic(owner_id, topic_id, await _json_object())
+    topic, keys = await _admin().update_user_topic(owner_id, topic_id, await json_object(_EXAMPLE))
     return jsonify(_topic_json(topic, keys))
 
 
@@ -124,7 +112,7 @@ async def list_keys(topic_id: str) -> Response:
 @blueprint.post("/<topic_id>/keys/")
 async def create_key(topic_id: str) -> Response:
     owner_id = await _owner_id()
-    issued = await _admin().create_topic_key(owner_id, topic_id, await _json_object())
+    issued = await _admin().create_topic_key(owner_id, topic_id, await json_object(_EXAMPLE))
     key = issued.key
     return _created(
         {"id": key.id, "key": issued.secret, "label": key.label, "created_at": iso(key.created_at)}

@@ -1,4 +1,4 @@
-"""The ORM models: users, user tokens, topics, API keys, messages, receipts and deliveries.
+"""The ORM models: users, user tokens, topics, API keys, messages, receipts, deliveries and devices.
 
 Times are stored as timezone-aware UTC. Ids users see are UUIDv7 strings (``gateway.ids``), so they sort
 by creation time on every backend. Secrets are stored only as SHA-256 hashes (``gateway.credentials``).
@@ -18,10 +18,22 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["ApiKey", "Base", "Delivery", "Message", "Receipt", "Topic", "User", "UserToken", "utcnow"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Delivery",
+    "Device",
+    "Message",
+    "Receipt",
+    "Topic",
+    "User",
+    "UserToken",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:
@@ -152,3 +164,36 @@ class Delivery(Base):
     __table_args__ = (Index("ix_deliveries_state_next", "state", "next_attempt_at"),)
 
     message: Mapped[Message] = relationship(lazy="raise")
+
+
+class Device(Base):
+    """A push target an app (Expo push token) or a browser (Web Push subscription) registered.
+
+    Exactly one of ``push_token`` (ios, android) and the ``webpush_*`` columns (web) is set; the rules are
+    ``gateway.devices``'. A token or endpoint is unique per user, so registering it again updates the row.
+    ``topics`` holds topic names; an empty list means every topic the user owns.
+    """
+
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(8))
+    push_token: Mapped[str | None] = mapped_column(String(255), default=None)
+    webpush_endpoint: Mapped[str | None] = mapped_column(String(2048), default=None)
+    webpush_p256dh: Mapped[str | None] = mapped_column(String(100), default=None)
+    webpush_auth: Mapped[str | None] = mapped_column(String(32), default=None)
+    device_name: Mapped[str] = mapped_column(String(100), default="")
+    app_version: Mapped[str] = mapped_column(String(64), default="")
+    external_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    topics: Mapped[list[str]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(12), default="active")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    # Both lead with user_id, so they also serve "the user's devices"; NULLs never collide.
+    __table_args__ = (
+        UniqueConstraint("user_id", "push_token", name="uq_devices_user_push_token"),
+        UniqueConstraint("user_id", "webpush_endpoint", name="uq_devices_user_webpush_endpoint"),
+    )
