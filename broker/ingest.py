@@ -1,14 +1,15 @@
-"""Translation between MQTT payloads and the core: a PUBLISH on ``…/push`` to a ``PushRequest``, and a
-refusal to the JSON published on ``…/error``. No rule lives here; the core decides."""
+"""Translation between MQTT payloads and the core: a PUBLISH on ``…/push`` to a ``PushRequest``, one on
+``…/act`` to an ``ActionReport``, and a refusal to the JSON published on ``…/error``. No rule lives here."""
 
 from __future__ import annotations
 
 import json
 
+from gateway.actions import ActionReport
 from gateway.errors import PushgateError, ValidationError
 from gateway.request import PushRequest
 
-__all__ = ["error_payload", "push_request"]
+__all__ = ["action_report", "error_payload", "push_request"]
 
 
 def push_request(topic: str, payload: bytes, client_addr: str | None) -> PushRequest:
@@ -24,6 +25,19 @@ def push_request(topic: str, payload: bytes, client_addr: str | None) -> PushReq
     except json.JSONDecodeError as exc:
         raise ValidationError("body", f"the payload looks like JSON but is not valid: {exc.msg}") from exc
     return PushRequest.from_fields(topic, body, source="mqtt", client_addr=client_addr)
+
+
+def action_report(payload: bytes) -> ActionReport:
+    """``…/act`` carries a JSON object ``{"message_id", "action_id", "reply_text"?, "device_id"?}``."""
+    try:
+        body = json.loads(payload)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValidationError(
+            "body", "an action report is a JSON object with message_id and action_id"
+        ) from exc
+    if not isinstance(body, dict):
+        raise ValidationError("body", "an action report is a JSON object with message_id and action_id")
+    return ActionReport.from_fields(body)
 
 
 def error_payload(exc: PushgateError) -> bytes:

@@ -31,7 +31,7 @@ from amqtt.utils import gen_client_id
 from broker.framing import ConnectRejected, check_protocol, read_connect
 from broker.handler import IngestProtocolHandler
 from broker.home_acl import HomeAcl
-from broker.ingest import error_payload, push_request
+from broker.ingest import action_report, error_payload, push_request
 from broker.topic_tree import TopicTree
 from broker.topics import DEVICE_LEAVES, PushgateTopic, parse_filter, parse_topic
 from gateway import credentials
@@ -465,11 +465,11 @@ class PushgateBroker(Broker):
 
     def is_ingest_topic(self, mqtt_topic: str) -> bool:
         parsed = parse_topic(self._prefix, mqtt_topic)
-        return parsed is not None and parsed.leaf == "push"
+        return parsed is not None and parsed.leaf in DEVICE_LEAVES
 
     async def ingest(self, session: Session, mqtt_topic: str, payload: bytes) -> bool:
-        """Give a device's push to the core. True when settled (stored, or refused for the client's
-        fault and answered on ``…/error``); False when the server failed and the device should resend."""
+        """Give a device's push (or action report) to the core. True when settled (stored, or refused for
+        the client's fault and answered on ``…/error``); False when the server failed and it should resend."""
         parsed = parse_topic(self._prefix, mqtt_topic)
         assert parsed is not None
         principal: Principal = session.attributes.get(PRINCIPAL, ANONYMOUS)
@@ -478,8 +478,12 @@ class PushgateBroker(Broker):
             log.info("MQTT client %s may not push to %s: dropped", session.client_id, parsed.name)
             return True
         try:
-            request = push_request(parsed.name, payload, session.remote_address)
-            await self._gateway.publish(request, principal)
+            if parsed.leaf == "act":
+                await self._gateway.actions.report(principal, action_report(payload), topic_name=parsed.name)
+            else:
+                await self._gateway.publish(
+                    push_request(parsed.name, payload, session.remote_address), principal
+                )
         except PushgateError as exc:
             log.info("MQTT push on %s from %s refused: %s", parsed.name, session.client_id, exc.message)
             await self._broadcast_message(None, f"{self._prefix}/{parsed.name}/error", error_payload(exc), 0)

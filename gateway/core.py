@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway import retention
 from gateway.access import Access
+from gateway.actions import Actions
 from gateway.admin import Admin
 from gateway.channels.mqtt import MqttChannel, MqttEgress
 from gateway.config import Config
@@ -60,6 +61,7 @@ class Gateway:
             outbox=self.outbox,
         )
         self.publish = self.publisher.publish
+        self.actions = Actions(self.sessions, self.access, self.outbox)
 
     def attach_mqtt(self, egress: MqttEgress) -> None:
         """Enable the MQTT channel; ``broker/`` provides the egress, the composition root wires it."""

@@ -183,7 +183,14 @@ class Outbox:
                 .limit(room)
             )
             jobs = [
-                Job(d.id, d.channel, m.id, topic, envelope(m, receipt_id, topic))
+                Job(
+                    d.id,
+                    d.channel,
+                    m.id,
+                    topic,
+                    d.payload.encode() if d.event else envelope(m, receipt_id, topic),
+                    d.event,
+                )
                 for d, m, receipt_id, topic in rows.all()
                 if d.id not in self._queued
             ]

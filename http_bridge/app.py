@@ -6,6 +6,7 @@ from quart import Quart
 
 from gateway.core import Gateway
 from http_bridge import health, push
+from http_bridge.actions import blueprint as actions_blueprint
 from http_bridge.devices import blueprint as devices_blueprint
 from http_bridge.errors import register_error_handlers
 from http_bridge.receipts import blueprint as receipts_blueprint
@@ -25,5 +26,6 @@ def create_app(gw: Gateway) -> Quart:
     app.register_blueprint(receipts_blueprint)
     app.register_blueprint(topics_blueprint)
     app.register_blueprint(devices_blueprint)
+    app.register_blueprint(actions_blueprint)
     register_error_handlers(app)
     return app

@@ -24,6 +24,7 @@ class Job:
     message_id: str
     topic: str
     payload: bytes
+    event: str = ""  # "" for the message envelope, else the event's name ("action", "receipt")
 
 
 @dataclass(frozen=True, slots=True)

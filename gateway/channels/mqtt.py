@@ -24,8 +24,9 @@ class MqttEgress(Protocol):
         ...
 
 
-def message_topic(prefix: str, topic: str) -> str:
-    return f"{prefix}/{topic}/message"
+def message_topic(prefix: str, topic: str, event: str = "") -> str:
+    """``<prefix>/<topic>/message`` for the message itself, ``…/action`` or ``…/receipt`` for its events."""
+    return f"{prefix}/{topic}/{event or 'message'}"
 
 
 class MqttChannel:
@@ -39,7 +40,7 @@ class MqttChannel:
         return await self._egress.subscriber_count(message_topic(self._prefix, topic))
 
     async def deliver(self, job: Job) -> Outcome:
-        mqtt_topic = message_topic(self._prefix, job.topic)
+        mqtt_topic = message_topic(self._prefix, job.topic, job.event)
         count = await self._egress.subscriber_count(mqtt_topic)
         if count == 0:
             return Outcome(State.WAITING)

@@ -146,7 +146,11 @@ class Receipt(Base):
 
 
 class Delivery(Base):
-    """The outbox: one row per message and target, worked by ``gateway.outbox``."""
+    """The outbox: one row per message and target, worked by ``gateway.outbox``.
+
+    ``event`` is empty for the message itself (its envelope is built from the message row) and names the
+    event otherwise (``action``, ``receipt``), with its JSON kept in ``payload`` as it was when it happened.
+    """
 
     __tablename__ = "deliveries"
 
@@ -154,6 +158,8 @@ class Delivery(Base):
     message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
     channel: Mapped[str] = mapped_column(String(16))
     target: Mapped[str] = mapped_column(String(255), default="")
+    event: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    payload: Mapped[str | None] = mapped_column(Text, default=None)
     state: Mapped[str] = mapped_column(String(12), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)

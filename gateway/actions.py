@@ -1,0 +1,167 @@
+"""Reporting an action: a tapped button or a typed reply comes back, the receipt records it, and the news
+goes out through the outbox to whoever waits for it (MQTT ``…/action`` and ``…/receipt`` now; the
+message's ``callback_url`` and the account's webhooks join through the same rows later).
+
+Every edge reports through ``Actions.report``: ``POST /api/action`` and MQTT ``<prefix>/<topic>/act``.
+A credential is required even on a public topic: an "Approve" must come from someone who holds the topic's
+key or a user token that grants the topic. An unknown message and one the caller may not see get the same
+404. Receipt status only moves forward (``advance``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from gateway.access import Access, Principal, topic_info
+from gateway.channels import Job
+from gateway.envelope import iso
+from gateway.errors import NotFound, Unauthorized, ValidationError
+from gateway.outbox import Outbox
+from gateway.receipts import receipt_dict
+from gateway.storage.models import Delivery, Device, Message, Receipt, Topic, utcnow
+
+__all__ = ["REPLY_MAX_CHARS", "STATUS_ORDER", "ActionReport", "Actions", "advance"]
+
+REPLY_MAX_CHARS = 1000  # a typed reply is a sentence or two, not a document
+# Receipt statuses in the order they may follow each other; a report never moves a receipt backwards.
+STATUS_ORDER = ("queued", "failed", "delivered", "expired", "read", "acted")
+_EVENTS = ("action", "receipt")  # published on <prefix>/<topic>/<event> for every report
+
+
+def advance(current: str, new: str) -> str:
+    return new if STATUS_ORDER.index(new) > STATUS_ORDER.index(current) else current
+
+
+@dataclass(frozen=True, slots=True)
+class ActionReport:
+    """What a client reports, untyped as received so validation can name the field."""
+
+    message_id: Any
+    action_id: Any
+    reply_text: Any = None
+    device_id: Any = None
+
+    @classmethod
+    def from_fields(cls, body: dict[str, Any]) -> ActionReport:
+        return cls(
+            body.get("message_id"), body.get("action_id"), body.get("reply_text"), body.get("device_id")
+        )
+
+
+def _text(value: Any, field: str, *, required: bool, max_chars: int = 255) -> str | None:
+    if value is None or value == "":
+        if required:
+            raise ValidationError(field, f"{field} is required")
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(field, f"{field} must be a string")
+    if len(value) > max_chars:
+        raise ValidationError(field, f"{field} is {len(value)} characters; the limit is {max_chars}")
+    return value
+
+
+class Actions:
+    def __init__(self, sessions: Any, access: Access, outbox: Outbox) -> None:
+        self._sessions = sessions
+        self._access = access
+        self._outbox = outbox
+        # SQLite has no row locks: reports are serialised here so two taps cannot both append to the same
+        # stale actions_taken list. PostgreSQL also gets SELECT … FOR UPDATE below.
+        self._lock = asyncio.Lock()
+
+    async def report(
+        self, principal: Principal, report: ActionReport, *, topic_name: str | None = None
+    ) -> dict[str, Any]:
+        """Record the action on the receipt and queue its events; ``topic_name`` is set by an edge that
+        received the report on a topic (MQTT), which must then be the message's topic."""
+        if principal.kind == "anonymous":
+            raise Unauthorized(
+                "reporting an action needs the topic's API key or a user token that grants the topic"
+            )
+        message_id = _text(report.message_id, "message_id", required=True, max_chars=36)
+        action_id = _text(report.action_id, "action_id", required=True, max_chars=64)
+        reply_text = _text(report.reply_text, "reply_text", required=False, max_chars=REPLY_MAX_CHARS)
+        device_id = _text(report.device_id, "device_id", required=False, max_chars=36)
+
+        async with self._lock, self._sessions() as session:
+            row = (
+                await session.execute(
+                    select(Message, Receipt, Topic)
+                    .join(Receipt, Receipt.message_id == Message.id)
+                    .join(Topic, Topic.id == Message.topic_id)
+                    .where(Message.id == message_id)
+                    .with_for_update(of=Receipt)
+                )
+            ).first()
+            if (
+                row is None
+                or not self._access.may_access(principal, topic_info(row[2]))
+                or (topic_name is not None and row[2].name != topic_name)
+            ):
+                raise NotFound(
+                    f"no message {message_id} that this credential may see", error="Message not found"
+                )
+            message, receipt, topic = row
+            action = next((a for a in message.actions or [] if a.get("id") == action_id), None)
+            if action is None:
+                offered = ", ".join(a["id"] for a in message.actions or []) or "none"
+                raise ValidationError(
+                    "action_id", f"message {message_id} has no action {action_id!r}; it offers: {offered}"
+                )
+            device_name = await self._device_name(session, principal, topic, device_id)
+
+            now = utcnow()
+            taken = {
+                "action_id": action_id,
+                "action_label": action["label"],
+                "reply_text": reply_text,
+                "device_name": device_name,
+                "acted_at": iso(now),
+            }
+            receipt.actions_taken = [*(receipt.actions_taken or []), taken]
+            receipt.acted_count += 1
+            receipt.status = advance(receipt.status, "acted")
+            receipt.updated_at = now
+            event = {"event": "action", "message_id": message.id, "topic": topic.name, **taken}
+            payloads = {"action": event, "receipt": receipt_dict(receipt)}
+            deliveries = [
+                Delivery(
+                    message_id=message.id,
+                    channel=channel,
+                    event=name,
+                    payload=json.dumps(payloads[name], separators=(",", ":"), ensure_ascii=False),
+                    next_attempt_at=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+                for channel in self._outbox.channels
+                for name in _EVENTS
+            ]
+            session.add_all(deliveries)
+            await session.commit()
+            answer = {"success": True, "action": event, "receipt": payloads["receipt"]}
+        self._outbox.submit(
+            [
+                Job(d.id, d.channel, message.id, topic.name, (d.payload or "").encode(), d.event)
+                for d in deliveries
+            ]
+        )
+        return answer
+
+    @staticmethod
+    async def _device_name(
+        session: Any, principal: Principal, topic: Topic, device_id: str | None
+    ) -> str | None:
+        """The name of the reporting device: one of the user's devices, or of the topic owner's for a key."""
+        if device_id is None:
+            return None
+        owner = principal.user_id if principal.kind == "user" else topic.owner_id
+        device = await session.scalar(select(Device).where(Device.id == device_id, Device.user_id == owner))
+        if device is None:
+            raise ValidationError("device_id", f"no device {device_id} registered to this account")
+        return device.device_name or None

@@ -1,0 +1,158 @@
+"""Two-way notifications: a push with actions, a tap over HTTP and a reply over MQTT, the receipt that
+records both, and the action and receipt events a hub receives (issue 4, acceptance 1 without webhooks)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from gateway.admin import Admin
+from tests.conftest import MqttClient, Server
+
+ACK_SNOOZE_REPLY = {
+    "title": "Server Alert",
+    "message": "CPU usage at 95% on prod-01. Acknowledge or snooze?",
+    "priority": "high",
+    "actions": [
+        {"id": "ack", "label": "Acknowledge", "type": "button"},
+        {"id": "snooze", "label": "Snooze 15m", "type": "button"},
+        {"id": "reply", "label": "Reply", "type": "reply"},
+    ],
+}
+APPROVE_REJECT = {
+    "title": "Deployment Request",
+    "message": "Release v2.1.0 to production — requested by @alice",
+    "priority": "high",
+    "actions": [
+        {"id": "approve", "label": "Approve", "type": "button"},
+        {"id": "reject", "label": "Reject", "type": "button", "destructive": True},
+    ],
+    "callback_url": "https://your-server.com/deploy-webhook",
+}
+
+
+async def test_approve_over_http_and_reply_over_mqtt(
+    server: Server, admin: Admin, http: httpx.AsyncClient, make_client
+) -> None:
+    await admin.create_topic("ops", private=True)
+    key = (await admin.create_key("ops", label="prod-01")).secret
+    auth = {"Authorization": f"Bearer {key}"}
+    hub: MqttClient = await make_client(username="home-hub", password=key)
+    assert await hub.subscribe("pushgate/ops/action") == 1
+    assert await hub.subscribe("pushgate/ops/receipt") == 1
+
+    deploy = (await http.post("/api/push/ops", json=APPROVE_REJECT, headers=auth)).json()
+    alert = (await http.post("/api/push/ops", json=ACK_SNOOZE_REPLY, headers=auth)).json()
+
+    response = await http.post(
+        "/api/action",
+        json={"message_id": deploy["id"], "action_id": "approve", "reply_text": None},
+        headers=auth,
+    )
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["action"]["action_id"] == "approve" and answer["receipt"]["status"] == "acted"
+
+    device: MqttClient = await make_client(username="esp32", password=key)
+    reply = {"message_id": alert["id"], "action_id": "reply", "reply_text": "on it, restarting workers"}
+    await device.publish("pushgate/ops/act", json.dumps(reply), qos=1)  # PUBACK once stored
+
+    events = {}
+    for _ in range(4):  # two action events and two receipt updates, in any order across topics
+        message = await hub.receive()
+        events.setdefault(message.topic, []).append(json.loads(message.payload))
+    actions = {e["action_id"]: e for e in events["pushgate/ops/action"]}
+    assert actions["approve"] == {
+        "event": "action",
+        "message_id": deploy["id"],
+        "topic": "ops",
+        "action_id": "approve",
+        "action_label": "Approve",
+        "reply_text": None,
+        "device_name": None,
+        "acted_at": actions["approve"]["acted_at"],
+    }
+    assert actions["reply"]["reply_text"] == "on it, restarting workers"
+    assert actions["reply"]["action_label"] == "Reply"
+    assert {r["receipt_id"] for r in events["pushgate/ops/receipt"]} == {
+        deploy["receipt_id"],
+        alert["receipt_id"],
+    }
+
+    for pushed, action_id, reply_text in (
+        (deploy, "approve", None),
+        (alert, "reply", "on it, restarting workers"),
+    ):
+        receipt = (await http.get(f"/api/receipts/{pushed['receipt_id']}", headers=auth)).json()
+        assert receipt["status"] == "acted" and receipt["acted_count"] == 1
+        [taken] = receipt["actions_taken"]
+        assert (taken["action_id"], taken["reply_text"]) == (action_id, reply_text)
+
+
+async def test_action_errors_name_the_problem(
+    server: Server, admin: Admin, http: httpx.AsyncClient, make_client
+) -> None:
+    await admin.create_topic("ops", private=True)
+    await admin.create_topic("other", private=True)
+    key = (await admin.create_key("ops")).secret
+    other_key = (await admin.create_key("other")).secret
+    pushed = (await http.post("/api/push/ops", json=APPROVE_REJECT, headers={"x-api-key": key})).json()
+
+    async def act(body: object, credential: str | None = key) -> httpx.Response:
+        headers = {"x-api-key": credential} if credential else {}
+        return await http.post("/api/action", json=body, headers=headers)
+
+    cases = [
+        (act({"message_id": pushed["id"], "action_id": "approve"}, None), 401, None),
+        (act({"message_id": pushed["id"], "action_id": "approve"}, other_key), 404, None),
+        (act({"message_id": "01a20000-0000-7000-8000-000000000000", "action_id": "approve"}), 404, None),
+        (act({"message_id": pushed["id"], "action_id": "launch"}), 400, "action_id"),
+        (act({"message_id": pushed["id"]}), 400, "action_id"),
+        (act({"action_id": "approve"}), 400, "message_id"),
+        (act({"message_id": pushed["id"], "action_id": "approve", "reply_text": 5}), 400, "reply_text"),
+        (act({"message_id": pushed["id"], "action_id": "approve", "device_id": "nope"}), 400, "device_id"),
+        (act([1, 2]), 400, "body"),
+    ]
+    for pending, status, field in cases:
+        response = await pending
+        assert response.status_code == status, response.text
+        assert "error" in response.json() and "message" in response.json()
+        if field:
+            assert response.json()["field"] == field
+    not_found = (await act({"message_id": pushed["id"], "action_id": "approve"}, other_key)).json()
+    missing = (
+        await act({"message_id": "01a20000-0000-7000-8000-000000000000", "action_id": "approve"})
+    ).json()
+    assert not_found["error"] == missing["error"] == "Message not found"
+
+    receipt = (await http.get(f"/api/receipts/{pushed['receipt_id']}", headers={"x-api-key": key})).json()
+    assert receipt["status"] == "queued" and receipt["actions_taken"] == []  # nothing recorded by errors
+
+    hub: MqttClient = await make_client(password=key)
+    assert await hub.subscribe("pushgate/ops/error") == 1
+    device: MqttClient = await make_client(password=key)
+    await device.publish(
+        "pushgate/ops/act", json.dumps({"message_id": pushed["id"], "action_id": "x"}), qos=1
+    )
+    error = json.loads((await hub.receive()).payload)
+    assert (error["status"], error["field"]) == (400, "action_id")
+
+
+@pytest.mark.parametrize("taps", [8])
+async def test_concurrent_taps_are_all_recorded(
+    server: Server, admin: Admin, http: httpx.AsyncClient, taps: int
+) -> None:
+    import asyncio
+
+    await admin.create_topic("ops")
+    key = (await admin.create_key("ops")).secret
+    pushed = (await http.post("/api/push/ops", json=ACK_SNOOZE_REPLY, headers={"x-api-key": key})).json()
+    body = {"message_id": pushed["id"], "action_id": "ack"}
+    responses = await asyncio.gather(
+        *(http.post("/api/action", json=body, headers={"x-api-key": key}) for _ in range(taps))
+    )
+    assert {r.status_code for r in responses} == {200}
+    receipt = (await http.get(f"/api/receipts/{pushed['receipt_id']}", headers={"x-api-key": key})).json()
+    assert receipt["acted_count"] == taps and len(receipt["actions_taken"]) == taps
