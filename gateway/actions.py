@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 
 from gateway.access import Access, Principal, topic_info
 from gateway.channels import Job
-from gateway.envelope import iso
+from gateway.envelope import as_utc, iso
 from gateway.errors import NotFound, Unauthorized, ValidationError
 from gateway.outbox import Outbox
 from gateway.receipts import receipt_dict
@@ -30,7 +32,6 @@ __all__ = ["REPLY_MAX_CHARS", "STATUS_ORDER", "ActionReport", "Actions", "advanc
 REPLY_MAX_CHARS = 1000  # a typed reply is a sentence or two, not a document
 # Receipt statuses in the order they may follow each other; a report never moves a receipt backwards.
 STATUS_ORDER = ("queued", "failed", "delivered", "expired", "read", "acted")
-_EVENTS = ("action", "receipt")  # published on <prefix>/<topic>/<event> for every report
 
 
 def advance(current: str, new: str) -> str:
@@ -89,24 +90,7 @@ class Actions:
         device_id = _text(report.device_id, "device_id", required=False, max_chars=36)
 
         async with self._lock, self._sessions() as session:
-            row = (
-                await session.execute(
-                    select(Message, Receipt, Topic)
-                    .join(Receipt, Receipt.message_id == Message.id)
-                    .join(Topic, Topic.id == Message.topic_id)
-                    .where(Message.id == message_id)
-                    .with_for_update(of=Receipt)
-                )
-            ).first()
-            if (
-                row is None
-                or not self._access.may_access(principal, topic_info(row[2]))
-                or (topic_name is not None and row[2].name != topic_name)
-            ):
-                raise NotFound(
-                    f"no message {message_id} that this credential may see", error="Message not found"
-                )
-            message, receipt, topic = row
+            message, receipt, topic = await self._locate(session, principal, message_id, topic_name)
             action = next((a for a in message.actions or [] if a.get("id") == action_id), None)
             if action is None:
                 offered = ", ".join(a["id"] for a in message.actions or []) or "none"
@@ -128,30 +112,110 @@ class Actions:
             receipt.status = advance(receipt.status, "acted")
             receipt.updated_at = now
             event = {"event": "action", "message_id": message.id, "topic": topic.name, **taken}
-            payloads = {"action": event, "receipt": receipt_dict(receipt)}
-            deliveries = [
-                Delivery(
-                    message_id=message.id,
-                    channel=channel,
-                    event=name,
-                    payload=json.dumps(payloads[name], separators=(",", ":"), ensure_ascii=False),
-                    next_attempt_at=now,
-                    created_at=now,
-                    updated_at=now,
-                )
-                for channel in self._outbox.channels
-                for name in _EVENTS
-            ]
-            session.add_all(deliveries)
+            jobs = self._queue(
+                session, message, topic, now, {"action": event, "receipt": receipt_dict(receipt)}
+            )
             await session.commit()
-            answer = {"success": True, "action": event, "receipt": payloads["receipt"]}
-        self._outbox.submit(
-            [
-                Job(d.id, d.channel, message.id, topic.name, (d.payload or "").encode(), d.event)
-                for d in deliveries
-            ]
-        )
+            answer = {"success": True, "action": event, "receipt": receipt_dict(receipt)}
+        self._outbox.submit([job() for job in jobs])
         return answer
+
+    async def read(
+        self, principal: Principal, message_id: Any, device_id: Any = None, *, topic_name: str | None = None
+    ) -> dict[str, Any]:
+        """A client showed the message to its user: ``read_count`` grows, the status moves to ``read``."""
+        if principal.kind == "anonymous":
+            raise Unauthorized("marking a message read needs the topic's API key or a user token")
+        checked_id = _text(message_id, "message_id", required=True, max_chars=36)
+        checked_device = _text(device_id, "device_id", required=False, max_chars=36)
+        async with self._lock, self._sessions() as session:
+            message, receipt, topic = await self._locate(session, principal, checked_id, topic_name)
+            await self._device_name(session, principal, topic, checked_device)
+            now = utcnow()
+            receipt.read_count += 1
+            receipt.status = advance(receipt.status, "read")
+            receipt.updated_at = now
+            jobs = self._queue(session, message, topic, now, {"receipt": receipt_dict(receipt)})
+            await session.commit()
+            answer = {"success": True, "receipt": receipt_dict(receipt)}
+        self._outbox.submit([job() for job in jobs])
+        return answer
+
+    async def expire_due(self, now: datetime | None = None, batch: int = 500) -> int:
+        """Mark ``expired`` the receipts of messages whose ``ttl`` ran out before anyone read them.
+
+        Run by the core's maintenance loop; ``now`` is a parameter so tests pass time in.
+        """
+        now = now or utcnow()
+        async with self._lock, self._sessions() as session:
+            rows = (
+                await session.execute(
+                    select(Message, Receipt, Topic)
+                    .join(Receipt, Receipt.message_id == Message.id)
+                    .join(Topic, Topic.id == Message.topic_id)
+                    .where(Message.ttl.is_not(None), Receipt.status.in_(("queued", "delivered")))
+                    .order_by(Message.created_at)
+                    .limit(batch)
+                )
+            ).all()
+            jobs: list[Callable[[], Job]] = []
+            expired = 0
+            for message, receipt, topic in rows:
+                if as_utc(message.created_at) + timedelta(seconds=message.ttl or 0) > now:
+                    continue
+                expired += 1
+                receipt.status = advance(receipt.status, "expired")
+                receipt.updated_at = now
+                jobs += self._queue(session, message, topic, now, {"receipt": receipt_dict(receipt)})
+            await session.commit()
+        self._outbox.submit([job() for job in jobs])
+        return expired
+
+    async def _locate(
+        self, session: Any, principal: Principal, message_id: str, topic_name: str | None
+    ) -> tuple[Message, Receipt, Topic]:
+        """The message, its receipt (locked for update) and topic; one 404 for unknown and not permitted."""
+        row = (
+            await session.execute(
+                select(Message, Receipt, Topic)
+                .join(Receipt, Receipt.message_id == Message.id)
+                .join(Topic, Topic.id == Message.topic_id)
+                .where(Message.id == message_id)
+                .with_for_update(of=Receipt)
+            )
+        ).first()
+        if (
+            row is None
+            or not self._access.may_access(principal, topic_info(row[2]))
+            or (topic_name is not None and row[2].name != topic_name)
+        ):
+            raise NotFound(f"no message {message_id} that this credential may see", error="Message not found")
+        return row[0], row[1], row[2]
+
+    def _queue(
+        self, session: Any, message: Message, topic: Topic, now: datetime, payloads: dict[str, dict[str, Any]]
+    ) -> list[Callable[[], Job]]:
+        """Add one outbox row per channel and event to ``session``; the returned makers build the jobs
+        once the commit has given the rows their ids."""
+        deliveries = [
+            Delivery(
+                message_id=message.id,
+                channel=channel,
+                event=name,
+                payload=json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
+                next_attempt_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+            for channel in self._outbox.channels
+            for name, payload in payloads.items()
+        ]
+        session.add_all(deliveries)
+        topic_name = topic.name
+        return [
+            (lambda d=d: Job(d.id, d.channel, message.id, topic_name, (d.payload or "").encode(), d.event))
+            for d in deliveries
+        ]
 
     @staticmethod
     async def _device_name(

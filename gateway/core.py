@@ -33,7 +33,9 @@ __all__ = ["Gateway"]
 
 log = logging.getLogger(__name__)
 
-_MAINTENANCE_EVERY = 60.0  # seconds between flushes of key last-used times and retention runs
+# Seconds between maintenance runs: key last-used times, ttl expiry (so an expiry is seen within this
+# long of its deadline) and retention.
+_MAINTENANCE_EVERY = 30.0
 
 
 class Gateway:
@@ -107,6 +109,9 @@ class Gateway:
         while True:
             try:
                 await self.access.flush_last_used()
+                expired = await self.actions.expire_due()
+                if expired:
+                    log.info("expired %d unread messages past their ttl", expired)
                 pruned = await self.prune()
                 if pruned:
                     log.info(

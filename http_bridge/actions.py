@@ -1,4 +1,5 @@
-"""``POST /api/action``: a client reports a tapped action or a typed reply (iotpush's "Report Action")."""
+"""``POST /api/action`` (iotpush's "Report Action": a tapped button or a typed reply) and ``POST /api/read``
+(a client showed the message to its user)."""
 
 from __future__ import annotations
 
@@ -21,3 +22,12 @@ async def report_action() -> Response:
     who = await principal()
     body = await json_object(_EXAMPLE)
     return jsonify(await gateway(current_app).actions.report(who, ActionReport.from_fields(body)))
+
+
+@blueprint.post("/api/read")
+@blueprint.post("/api/read/")
+async def mark_read() -> Response:
+    who = await principal()
+    body = await json_object('{"message_id": "…"}')
+    actions = gateway(current_app).actions
+    return jsonify(await actions.read(who, body.get("message_id"), body.get("device_id")))

@@ -156,3 +156,46 @@ async def test_concurrent_taps_are_all_recorded(
     assert {r.status_code for r in responses} == {200}
     receipt = (await http.get(f"/api/receipts/{pushed['receipt_id']}", headers={"x-api-key": key})).json()
     assert receipt["acted_count"] == taps and len(receipt["actions_taken"]) == taps
+
+
+async def test_read_moves_the_receipt_forward_and_never_back(
+    server: Server, admin: Admin, http: httpx.AsyncClient, make_client
+) -> None:
+    await admin.create_topic("ops", private=True)
+    key = {"x-api-key": (await admin.create_key("ops")).secret}
+    hub: MqttClient = await make_client(password=key["x-api-key"])
+    assert await hub.subscribe("pushgate/ops/receipt") == 1
+    pushed = (await http.post("/api/push/ops", json=APPROVE_REJECT, headers=key)).json()
+
+    read = await http.post("/api/read", json={"message_id": pushed["id"]}, headers=key)
+    assert read.status_code == 200 and read.json()["receipt"]["status"] == "read"
+    assert json.loads((await hub.receive()).payload)["read_count"] == 1
+    await http.post("/api/action", json={"message_id": pushed["id"], "action_id": "reject"}, headers=key)
+    await http.post("/api/read", json={"message_id": pushed["id"]}, headers=key)
+    receipt = (await http.get(f"/api/receipts/{pushed['receipt_id']}", headers=key)).json()
+    assert (receipt["status"], receipt["read_count"], receipt["acted_count"]) == ("acted", 2, 1)
+    assert (await http.post("/api/read", json={"message_id": pushed["id"]})).status_code == 401
+
+
+async def test_unread_messages_expire_after_their_ttl(config) -> None:
+    from datetime import timedelta
+
+    from gateway.core import Gateway
+    from gateway.request import PushRequest
+
+    async with Gateway.running(config) as gw:
+        await gw.admin.create_topic("t")
+        key = await gw.admin.create_key("t")
+        principal = await gw.access.authenticate(key.secret)
+        short = await gw.publish(PushRequest(topic="t", message="expires", ttl=60, source="test"))
+        read = await gw.publish(PushRequest(topic="t", message="read in time", ttl=60, source="test"))
+        forever = await gw.publish(PushRequest(topic="t", message="no ttl", source="test"))
+        await gw.actions.read(principal, read.id)
+
+        assert await gw.actions.expire_due(now=short.timestamp + timedelta(seconds=59)) == 0
+        assert await gw.actions.expire_due(now=short.timestamp + timedelta(seconds=61)) == 1
+        statuses = {}
+        for result in (short, read, forever):
+            statuses[result.id] = (await gw.receipts.get(principal, result.receipt_id))["status"]
+        assert statuses == {short.id: "expired", read.id: "read", forever.id: "queued"}
+        assert await gw.actions.expire_due(now=short.timestamp + timedelta(days=1)) == 0  # once only
