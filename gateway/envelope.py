@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.categories import category_for
 from gateway.storage.models import Message
 
 __all__ = ["as_utc", "envelope", "iso"]
@@ -31,6 +32,7 @@ def envelope(message: Message, receipt_id: str, topic_name: str) -> bytes:
         "tags": message.tags,
         "click_url": message.click_url,
         "actions": message.actions,
+        "category": category_for(message.actions or []),
         "timestamp": iso(message.created_at),
     }
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()

@@ -199,3 +199,26 @@ async def test_unread_messages_expire_after_their_ttl(config) -> None:
             statuses[result.id] = (await gw.receipts.get(principal, result.receipt_id))["status"]
         assert statuses == {short.id: "expired", read.id: "read", forever.id: "queued"}
         assert await gw.actions.expire_due(now=short.timestamp + timedelta(days=1)) == 0  # once only
+
+
+@pytest.mark.parametrize(
+    ("ids", "category"),
+    [
+        (["ack"], "ack"),
+        (["comment"], "reply"),
+        (["snooze", "ack"], "ack_snooze"),
+        (["approve", "reject", "comment"], "approve_reject_comment"),
+        (["ack", "escalate", "reply"], "ack_escalate_reply"),
+        (["approve", "launch"], None),
+        ([], None),
+    ],
+)
+async def test_envelope_carries_the_category_of_predefined_action_sets(
+    server: Server, admin: Admin, http: httpx.AsyncClient, make_client, ids: list[str], category: str | None
+) -> None:
+    await admin.create_topic("ops")
+    hub: MqttClient = await make_client()
+    assert await hub.subscribe("pushgate/ops/message") == 1
+    actions = [{"id": i, "label": i.title(), "type": "button"} for i in ids]
+    assert (await http.post("/api/push/ops", json={"message": "m", "actions": actions})).status_code == 200
+    assert json.loads((await hub.receive()).payload)["category"] == category

@@ -42,6 +42,7 @@ async def test_device_push_qos0_and_qos1_reach_the_hub_and_are_stored(
             "tags",
             "click_url",
             "actions",
+            "category",
             "timestamp",
         }
     assert third["message"] == "Hello from my Pi!"
