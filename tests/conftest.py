@@ -93,6 +93,25 @@ async def http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def user(admin: Admin, name: str) -> dict[str, str]:
+    """Create a user the way the CLI does; return the headers that carry its token."""
+    return bearer((await admin.create_user(name)).secret)
+
+
+def assert_error(response: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:
+    """An error answer as the API promises it: the status, a JSON error and message, the field if named."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] and body["message"], body
+    if field is not None:
+        assert body["field"] == field, body
+    return body  # type: ignore[no-any-return]
+
+
 async def stored_messages(config: Config) -> list[Message]:
     """The messages table as a user would query it, through a fresh engine."""
     engine = database.create_engine(config.storage)

@@ -20,7 +20,7 @@ from gateway.devices import parse_registration
 from gateway.errors import ValidationError
 from gateway.storage import database
 from gateway.storage.models import Device
-from tests.conftest import Server
+from tests.conftest import Server, assert_error, bearer, user
 
 IPHONE = "ExponentPushToken[xxxxxxxxxxxxxxxxxxxxxx]"
 PIXEL = "ExpoPushToken[yyyyyyyyyyyyyyyyyyyy1234]"
@@ -52,14 +52,6 @@ def subscription(
 ) -> dict[str, Any]:
     """What ``JSON.stringify(pushSubscription)`` gives in a browser."""
     return {"endpoint": endpoint, "expirationTime": None, "keys": {"p256dh": p256dh, "auth": auth}}
-
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
-
-
-async def user(admin: Admin, name: str) -> dict[str, str]:
-    return bearer((await admin.create_user(name)).secret)
 
 
 async def register(
@@ -95,15 +87,6 @@ async def set_status(config: Config, device_id: str, status: str) -> None:
             await conn.execute(update(Device).where(Device.id == device_id).values(status=status))
     finally:
         await engine.dispose()
-
-
-def assert_error(response: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["error"] and body["message"], body
-    if field is not None:
-        assert body["field"] == field, body
-    return body  # type: ignore[no-any-return]
 
 
 async def test_register_expo_devices(server: Server, admin: Admin, http: httpx.AsyncClient) -> None:

@@ -23,7 +23,7 @@ from gateway.config import Config
 from gateway.receipts import Cursor
 from gateway.storage import database
 from gateway.storage.models import Receipt
-from tests.conftest import Server
+from tests.conftest import Server, bearer
 
 RECEIPT_FIELDS = [
     "receipt_id",
@@ -37,10 +37,6 @@ RECEIPT_FIELDS = [
     "created_at",
     "updated_at",
 ]
-
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 async def push(

@@ -17,21 +17,12 @@ from gateway.admin import Admin
 from gateway.config import Config, TopicsConfig
 from gateway.storage import database
 from gateway.storage.models import ApiKey, Delivery, Message, Receipt
-from tests.conftest import Server, stored_messages
+from tests.conftest import Server, assert_error, bearer, stored_messages, user
 
 
 @pytest.fixture
 def config(config: Config) -> Config:
     return dataclasses.replace(config, topics=TopicsConfig(cache_seconds=3600.0))
-
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
-
-
-async def user(admin: Admin, name: str) -> dict[str, str]:
-    """Create a user the way the CLI does; return the headers that carry its token."""
-    return bearer((await admin.create_user(name)).secret)
 
 
 async def create(http: httpx.AsyncClient, headers: dict[str, str], **body: Any) -> dict[str, Any]:
@@ -52,15 +43,6 @@ async def count_rows(config: Config, query: Any) -> int:
             return int(await session.scalar(query) or 0)
     finally:
         await engine.dispose()
-
-
-def assert_error(response: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["error"] and body["message"], body
-    if field is not None:
-        assert body["field"] == field, body
-    return body  # type: ignore[no-any-return]
 
 
 async def test_create_list_patch_delete(server: Server, admin: Admin, http: httpx.AsyncClient) -> None:
