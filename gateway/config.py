@@ -25,6 +25,7 @@ __all__ = [
     "LogConfig",
     "MqttConfig",
     "OutboxConfig",
+    "RateLimitConfig",
     "StorageConfig",
     "TopicsConfig",
     "load_config",
@@ -110,6 +111,33 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """Token buckets on pushes; `gateway/ratelimit.py` says what the answer headers mean."""
+
+    # Off: no push is refused for its rate, and answers carry no X-RateLimit-* headers.
+    enabled: bool = True
+    # Pushes one API key (or one user, all its tokens together) may send at once: two minutes' worth at
+    # the sustained rate, so a device flushing readings it buffered while offline, or a script or hub
+    # sending a batch, is not refused, while a runaway loop() is held back within a second or two.
+    key_burst: int = 600
+    # Pushes per second per key once the burst is spent (the refill rate): a few per second sustained is
+    # more than any sensor needs, and keeps a stuck device from flooding phones and the database.
+    key_per_second: float = 5.0
+    # Pushes one client address may send at once, whatever its credentials; anonymous pushes have only
+    # this limit. Twice the key's: several devices may share an address (NAT, a reverse proxy).
+    address_burst: int = 1200
+    # Pushes per second per address once its burst is spent.
+    address_per_second: float = 10.0
+    # IPv6 clients are counted per network of this prefix length (bits): one host holds a whole /64.
+    address_ipv6_prefix: int = 64
+    # Buckets kept in memory per kind (keys, addresses), about 200 bytes each (10000 of both: about 4 MB).
+    # Full buckets are forgotten as they refill; past this many the least recently used is evicted
+    # (counted, logged): that client starts again from a full bucket, so a flood of new addresses never
+    # locks others out.
+    max_buckets: int = 10000
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxConfig:
     # Deliveries handed to the channels per database round trip.
     batch_size: int = 100
@@ -133,6 +161,7 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     log: LogConfig = field(default_factory=LogConfig)
 

@@ -23,6 +23,7 @@ from gateway.config import Config
 from gateway.devices import Devices
 from gateway.outbox import Outbox
 from gateway.publish import Publisher
+from gateway.ratelimit import RateLimiter
 from gateway.receipts import Receipts
 from gateway.storage import database
 from gateway.storage.models import utcnow
@@ -55,12 +56,14 @@ class Gateway:
         self.devices = Devices(self.sessions)
         self.writer = GroupCommitWriter(self.sessions, config.outbox.write_queue_size)
         self.outbox = Outbox(self.sessions, config.outbox)
+        self.rate_limiter = RateLimiter(config.ratelimit)
         self.publisher = Publisher(
             topics=self.topics,
             access=self.access,
             limits=config.limits,
             writer=self.writer,
             outbox=self.outbox,
+            limiter=self.rate_limiter,
         )
         self.publish = self.publisher.publish
         self.actions = Actions(self.sessions, self.access, self.outbox)

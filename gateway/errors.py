@@ -8,6 +8,7 @@
     ├── Forbidden              a valid credential that does not grant this topic (403)
     ├── NotFound               the topic, key or user does not exist (404)
     ├── Conflict               the name is taken (409)
+    ├── RateLimited            a push exceeds its key's or its address's rate limit (429)
     ├── SchemaError            the database schema is newer than this code knows
     └── ListenError            a listener cannot bind its address (in use, not permitted)
 
@@ -17,6 +18,11 @@ publishes the same three on ``<prefix>/<topic>/error``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.ratelimit import RateState
+
 __all__ = [
     "ConfigError",
     "Conflict",
@@ -25,6 +31,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PushgateError",
+    "RateLimited",
     "SchemaError",
     "Unauthorized",
     "ValidationError",
@@ -100,6 +107,17 @@ class Conflict(PushgateError):
 
     status = 409
     error = "Conflict"
+
+
+class RateLimited(PushgateError):
+    """Raised when a push exceeds its credential's or its address's rate; ``rate`` says when to retry."""
+
+    status = 429
+    error = "Rate limit exceeded"
+
+    def __init__(self, message: str, *, rate: RateState) -> None:
+        super().__init__(message)
+        self.rate = rate
 
 
 class SchemaError(PushgateError):

@@ -1,4 +1,5 @@
-"""The publish pipeline every edge calls: look up, authorise, validate, store durably, hand to the outbox.
+"""The publish pipeline every edge calls: look up, authorise, rate-limit, validate, store durably, hand to
+the outbox.
 
 ``publish`` returns only after the message, its receipt and one delivery row per channel are committed
 (``GroupCommitWriter``), so an edge's success answer always means "on disk".
@@ -14,6 +15,7 @@ from gateway.config import LimitsConfig
 from gateway.envelope import envelope
 from gateway.ids import new_id
 from gateway.outbox import Outbox
+from gateway.ratelimit import RateLimiter
 from gateway.request import PushRequest, PushResult
 from gateway.storage.models import Delivery, Message, Receipt, utcnow
 from gateway.topics import TopicDirectory
@@ -34,12 +36,14 @@ class Publisher:
         limits: LimitsConfig,
         writer: GroupCommitWriter,
         outbox: Outbox,
+        limiter: RateLimiter,
     ) -> None:
         self._topics = topics
         self._access = access
         self._limits = limits
         self._writer = writer
         self._outbox = outbox
+        self._limiter = limiter
 
     async def publish(self, req: PushRequest, principal: Principal | None = None) -> PushResult:
         """Store and route one notification; ``principal`` is given when the edge authenticated already."""
@@ -47,6 +51,7 @@ class Publisher:
         if principal is None:
             principal = await self._access.authenticate(req.credential)
         self._access.check(principal, topic)
+        rate = self._limiter.acquire(principal, req.client_addr)  # a refused push stores nothing
         valid = validate(req, self._limits)
 
         now = utcnow()
@@ -82,4 +87,4 @@ class Publisher:
         for channel in self._outbox.channels.values():
             subscribers += await channel.subscribers(topic.name)
         log.info("accepted %s on %s from %s (%s)", message.id, topic.name, req.source, principal)
-        return PushResult(message.id, receipt.id, topic.name, now, subscribers)
+        return PushResult(message.id, receipt.id, topic.name, now, subscribers, rate)

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.errors import ValidationError
+from gateway.ratelimit import RateState
 
 __all__ = ["PRIORITIES", "PushRequest", "PushResult", "ValidMessage"]
 
@@ -93,6 +94,7 @@ class PushResult:
     topic: str
     timestamp: datetime
     subscribers: int
+    rate: RateState | None = None  # the tighter rate-limit bucket after this push; None when limits are off
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,5 +1,6 @@
 """One error handler for the bridge: core errors and HTTP errors become ``{"error", "message"}``; anything
-unexpected becomes a logged 500 that shows no internals."""
+unexpected becomes a logged 500 that shows no internals. A ``429`` also carries ``Retry-After`` and the
+``X-RateLimit-*`` headers (their meaning: ``gateway/ratelimit.py``)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import logging
 from quart import Quart, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from gateway.errors import PushgateError
+from gateway.errors import PushgateError, RateLimited
+from gateway.ratelimit import RateState
 
-__all__ = ["error_response", "register_error_handlers"]
+__all__ = ["error_response", "rate_limit_headers", "register_error_handlers"]
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +28,25 @@ def error_response(status: int, error: str, message: str, **extra: object) -> Re
     return response
 
 
+def rate_limit_headers(rate: RateState) -> dict[str, str]:
+    """The ``X-RateLimit-*`` headers of every push answer, plus ``Retry-After`` when the push was refused."""
+    headers = {
+        "X-RateLimit-Limit": str(rate.limit),
+        "X-RateLimit-Remaining": str(rate.remaining),
+        "X-RateLimit-Reset": str(rate.reset),
+    }
+    if rate.retry_after:
+        headers["Retry-After"] = str(rate.retry_after)
+    return headers
+
+
 def register_error_handlers(app: Quart) -> None:
     @app.errorhandler(PushgateError)
     async def _pushgate_error(exc: PushgateError) -> Response:
         response = jsonify(exc.to_dict())
         response.status_code = exc.status
+        if isinstance(exc, RateLimited):
+            response.headers.update(rate_limit_headers(exc.rate))
         return response
 
     @app.errorhandler(HTTPException)

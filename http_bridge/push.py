@@ -4,6 +4,8 @@ Field sources, later ones winning: query parameters, then headers (``Title``, ``
 ``Click``, also with an ``X-`` prefix as ntfy allows), then the body. A body sent as
 ``application/x-www-form-urlencoded`` is read as a form only when it has a ``message`` field; otherwise it
 is the message text, because ``curl -d "Hello"`` sends plain text with that content type.
+
+Every accepted push is answered with the ``X-RateLimit-*`` headers (a refused one, by the error handler).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from quart import Blueprint, Response, current_app, jsonify, request
 from gateway.errors import ValidationError
 from gateway.request import PushRequest
 from http_bridge.auth import presented_credential
+from http_bridge.errors import rate_limit_headers
 from http_bridge.state import gateway
 
 __all__ = ["blueprint"]
@@ -86,4 +89,7 @@ async def push(topic: str) -> Response:
     fields = _shortcut_fields()
     fields.update(await _body_fields())
     result = await gateway(current_app).publish(_to_request(topic, fields))
-    return jsonify(result.to_dict())
+    response = jsonify(result.to_dict())
+    if result.rate is not None:
+        response.headers.update(rate_limit_headers(result.rate))
+    return response
