@@ -10,7 +10,6 @@ Every accepted push is answered with the ``X-RateLimit-*`` headers (a refused on
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -19,6 +18,7 @@ from quart import Blueprint, Response, current_app, jsonify, request
 from gateway.errors import ValidationError
 from gateway.request import PushRequest
 from http_bridge.auth import presented_credential
+from http_bridge.bodies import parse_json_object
 from http_bridge.errors import rate_limit_headers
 from http_bridge.state import gateway
 
@@ -50,14 +50,7 @@ async def _body_fields() -> dict[str, Any]:
         return dict(form.items())
     raw = await request.get_data(cache=False)
     if mimetype == "application/json" or mimetype.endswith("+json"):
-        try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValidationError(
-                "body", f"the body is not valid JSON: {exc}", error="Malformed JSON"
-            ) from exc
-        if not isinstance(body, dict):
-            raise ValidationError("body", 'the JSON body must be an object, e.g. {"message": "Hello"}')
+        body = parse_json_object(raw, '{"message": "Hello"}')
         return {k: v for k, v in body.items() if k != "topic"}
     try:
         text = raw.decode()
