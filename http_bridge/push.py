@@ -16,9 +16,9 @@ from urllib.parse import parse_qs
 from quart import Blueprint, Response, current_app, jsonify, request
 
 from gateway.errors import ValidationError
+from gateway.json_input import parse_json_object
 from gateway.request import PushRequest
 from http_bridge.auth import presented_credential
-from http_bridge.bodies import parse_json_object
 from http_bridge.errors import rate_limit_headers
 from http_bridge.state import gateway
 

@@ -86,6 +86,10 @@ async def test_refused_push_is_answered_on_the_error_topic(server: Server, admin
     await device.publish("pushgate/door/push", b"{not json", qos=1)
     error = json.loads((await hub.receive()).payload)
     assert (error["status"], error["field"]) == (400, "body")
+    # nested past json's recursion limit: still the client's malformed body, PUBACKed, not a server failure
+    await device.publish("pushgate/door/push", b'{"a":' * 3000, qos=1)
+    error = json.loads((await hub.receive()).payload)
+    assert (error["status"], error["field"]) == (400, "body")
     assert await stored_messages(server.config) == []
 
 
