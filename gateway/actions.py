@@ -1,6 +1,6 @@
 """Reporting an action: a tapped button or a typed reply comes back, the receipt records it, and the news
-goes out through the outbox to whoever waits for it (MQTT ``…/action`` and ``…/receipt`` now; the
-message's ``callback_url`` and the account's webhooks join through the same rows later).
+goes out through the outbox to whoever waits for it: MQTT ``…/action`` and ``…/receipt``, the message's
+``callback_url``, and the topic owner's webhooks (``gateway.webhooks``: ``action``, ``read``, ``expired``).
 
 Every edge reports through ``Actions.report``: ``POST /api/action`` and MQTT ``<prefix>/<topic>/act``.
 A credential is required even on a public topic: an "Approve" must come from someone who holds the topic's
@@ -23,9 +23,10 @@ from gateway.access import Access, Principal, topic_info
 from gateway.channels import Job
 from gateway.envelope import as_utc, iso
 from gateway.errors import NotFound, Unauthorized, ValidationError
-from gateway.outbox import Outbox
+from gateway.outbox import Outbox, event_job
 from gateway.receipts import receipt_dict
 from gateway.storage.models import Delivery, Device, Message, Receipt, Topic, utcnow
+from gateway.webhooks import Webhooks, receipt_event
 
 __all__ = ["REPLY_MAX_CHARS", "STATUS_ORDER", "ActionReport", "Actions", "advance"]
 
@@ -67,10 +68,11 @@ def _text(value: Any, field: str, *, required: bool, max_chars: int = 255) -> st
 
 
 class Actions:
-    def __init__(self, sessions: Any, access: Access, outbox: Outbox) -> None:
+    def __init__(self, sessions: Any, access: Access, outbox: Outbox, webhooks: Webhooks) -> None:
         self._sessions = sessions
         self._access = access
         self._outbox = outbox
+        self._webhooks = webhooks
         # SQLite has no row locks: reports are serialised here so two taps cannot both append to the same
         # stale actions_taken list. PostgreSQL also gets SELECT … FOR UPDATE below.
         self._lock = asyncio.Lock()
@@ -112,8 +114,8 @@ class Actions:
             receipt.status = advance(receipt.status, "acted")
             receipt.updated_at = now
             event = {"event": "action", "message_id": message.id, "topic": topic.name, **taken}
-            jobs = self._queue(
-                session, message, topic, now, {"action": event, "receipt": receipt_dict(receipt)}
+            jobs = await self._queue(
+                session, message, topic, now, {"action": event, "receipt": receipt_dict(receipt)}, event
             )
             await session.commit()
             answer = {"success": True, "action": event, "receipt": receipt_dict(receipt)}
@@ -135,7 +137,14 @@ class Actions:
             receipt.read_count += 1
             receipt.status = advance(receipt.status, "read")
             receipt.updated_at = now
-            jobs = self._queue(session, message, topic, now, {"receipt": receipt_dict(receipt)})
+            jobs = await self._queue(
+                session,
+                message,
+                topic,
+                now,
+                {"receipt": receipt_dict(receipt)},
+                receipt_event("read", message, topic, receipt),
+            )
             await session.commit()
             answer = {"success": True, "receipt": receipt_dict(receipt)}
         self._outbox.submit([job() for job in jobs])
@@ -166,7 +175,14 @@ class Actions:
                 expired += 1
                 receipt.status = advance(receipt.status, "expired")
                 receipt.updated_at = now
-                jobs += self._queue(session, message, topic, now, {"receipt": receipt_dict(receipt)})
+                jobs += await self._queue(
+                    session,
+                    message,
+                    topic,
+                    now,
+                    {"receipt": receipt_dict(receipt)},
+                    receipt_event("expired", message, topic, receipt),
+                )
             await session.commit()
         self._outbox.submit([job() for job in jobs])
         return expired
@@ -192,11 +208,18 @@ class Actions:
             raise NotFound(f"no message {message_id} that this credential may see", error="Message not found")
         return row[0], row[1], row[2]
 
-    def _queue(
-        self, session: Any, message: Message, topic: Topic, now: datetime, payloads: dict[str, dict[str, Any]]
+    async def _queue(
+        self,
+        session: Any,
+        message: Message,
+        topic: Topic,
+        now: datetime,
+        payloads: dict[str, dict[str, Any]],
+        webhook_event: dict[str, Any],
     ) -> list[Callable[[], Job]]:
-        """Add one outbox row per channel and event to ``session``; the returned makers build the jobs
-        once the commit has given the rows their ids."""
+        """Add one outbox row per broadcast channel and event in ``payloads`` (by MQTT event name), and the
+        webhooks' rows for ``webhook_event`` (named by its ``event``), to ``session``; the returned makers
+        build the jobs once the commit has given the rows their ids."""
         deliveries = [
             Delivery(
                 message_id=message.id,
@@ -211,11 +234,11 @@ class Actions:
             for name, payload in payloads.items()
         ]
         session.add_all(deliveries)
+        deliveries += await self._webhooks.queue(
+            session, message, topic, now, webhook_event["event"], webhook_event
+        )
         topic_name = topic.name
-        return [
-            (lambda d=d: Job(d.id, d.channel, message.id, topic_name, (d.payload or "").encode(), d.event))
-            for d in deliveries
-        ]
+        return [(lambda d=d: event_job(d, topic_name)) for d in deliveries]
 
     @staticmethod
     async def _device_name(

@@ -28,6 +28,7 @@ __all__ = [
     "RateLimitConfig",
     "StorageConfig",
     "TopicsConfig",
+    "WebhooksConfig",
     "load_config",
 ]
 
@@ -150,6 +151,32 @@ class OutboxConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhooksConfig:
+    """Account webhooks and messages' callback_url; `gateway/webhooks.py` describes both."""
+
+    # Hosts webhook and callback URLs may reach although they resolve to a loopback or link-local address
+    # or to this gateway's own listen address (refused otherwise, against SSRF): host names as in the URL,
+    # or IP addresses and networks ("192.168.1.10", "127.0.0.1", "fd00::/8"). For a hub on this machine.
+    allowed_hosts: tuple[str, ...] = ()
+    # A target must answer within this long; otherwise the attempt counts as failed and is retried.
+    timeout: float = 10 * SECONDS
+    # Attempts per delivery before it is marked dead: with the backoff below, 2.7 to 5.4 hours of retrying
+    # (jitter decides), so a hub that reboots or is offline for an afternoon still gets its events.
+    max_attempts: int = 15
+    # Wait before the second attempt; each further wait doubles, up to backoff_max, and is jittered to
+    # between half and all of that (many deliveries failing together do not retry in lockstep).
+    backoff_base: float = 5 * SECONDS
+    # The longest wait between two attempts (one hour).
+    backoff_max: float = 3600 * SECONDS
+    # Requests in flight at once, over all targets; more wait their turn. A slow target never holds up
+    # MQTT delivery, which has its own lane.
+    concurrency: int = 16
+    # The root of the callback_url signing secrets. Empty: one is generated into
+    # <data_dir>/callback_secret at first start. Set it when several gateways share one database.
+    callback_secret: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "INFO"
 
@@ -163,6 +190,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 

@@ -1,4 +1,4 @@
-"""The routing core as one object: storage, access, topics, the publish pipeline and the outbox.
+"""The routing core as one object: storage, access, topics, the publish pipeline, the outbox and webhooks.
 
 Edges receive a started ``Gateway`` and call ``publish``, ``access`` and ``topics``; they never touch the
 database. ``Gateway.running(config)`` owns the background tasks (group-commit writer, outbox, maintenance)
@@ -19,6 +19,7 @@ from gateway.access import Access
 from gateway.actions import Actions
 from gateway.admin import Admin
 from gateway.channels.mqtt import MqttChannel, MqttEgress
+from gateway.channels.webhook import UrlGuard
 from gateway.config import Config
 from gateway.devices import Devices
 from gateway.outbox import Outbox
@@ -28,6 +29,7 @@ from gateway.receipts import Receipts
 from gateway.storage import database
 from gateway.storage.models import utcnow
 from gateway.topics import TopicDirectory
+from gateway.webhooks import Webhooks
 from gateway.writer import GroupCommitWriter
 
 __all__ = ["Gateway"]
@@ -66,7 +68,15 @@ class Gateway:
             limiter=self.rate_limiter,
         )
         self.publish = self.publisher.publish
-        self.actions = Actions(self.sessions, self.access, self.outbox)
+        hooks = config.webhooks
+        # The gateway's own listen addresses are refused as webhook targets unless allowed (SSRF).
+        guard = UrlGuard(hooks.allowed_hosts, listen_hosts=(config.http.host, config.mqtt.host))
+        self.webhooks = Webhooks(self.sessions, hooks, guard, config.storage.data_dir)
+        self.outbox.add_channel(
+            self.webhooks.channel, broadcast=False, retry=self.webhooks.retry, concurrency=hooks.concurrency
+        )
+        self.outbox.on_delivered(self.webhooks.delivered)
+        self.actions = Actions(self.sessions, self.access, self.outbox, self.webhooks)
 
     def attach_mqtt(self, egress: MqttEgress) -> None:
         """Enable the MQTT channel; ``broker/`` provides the egress, the composition root wires it."""
@@ -90,6 +100,7 @@ class Gateway:
         gateway = cls(config)
         try:
             await database.upgrade(gateway.engine)
+            await gateway.webhooks.start()
             writer = _owned(gateway.writer.run(), "group-commit-writer")
             outbox = _owned(gateway.outbox.run(), "outbox")
             maintenance = _owned(gateway._maintenance(), "maintenance")
@@ -100,6 +111,7 @@ class Gateway:
                 gateway.outbox.stop()
                 await gateway.writer.stop()
                 await asyncio.wait([writer, outbox, maintenance])
+                await gateway.webhooks.close()
                 await gateway.access.flush_last_used()
         finally:
             await gateway.engine.dispose()

@@ -1,44 +1,125 @@
 """The outbox worker: works the ``deliveries`` table so nothing accepted is lost.
 
 Freshly committed jobs arrive in memory (``submit``) and go out at once; the table is the truth, read at
-start (crash recovery), whenever the in-memory queue overflowed, and when an MQTT subscriber appears for
-messages that were waiting for one. State changes are written in one transaction per batch, together
-with the receipts they move. Delivery is at least once: a crash between a send and its state write sends
-again after the restart, and every payload carries the message id so receivers can drop the duplicate.
+start (crash recovery), whenever the in-memory queue overflowed, when a retry falls due, and when an MQTT
+subscriber appears for messages that were waiting for one. State changes are written in one transaction
+per batch, together with the receipts they move. Delivery is at least once: a crash between a send and
+its state write sends again after the restart, and every payload carries the message id so receivers can
+drop the duplicate.
+
+Channels are attached with ``add_channel``:
+
+- *broadcast* channels (MQTT) get a row for every message and every event; the publish pipeline and
+  ``gateway.actions`` add them for each channel in ``channels``. Other channels (webhooks) only get the
+  rows their owner adds for particular targets.
+- a channel with ``concurrency`` 0 is worked inline by the outbox loop, in order (MQTT subscribers see
+  messages in the order they were accepted). A channel with ``concurrency`` N has its own lane of N
+  workers, so a slow HTTP target delays neither MQTT nor other targets.
+- a failed attempt (``State.PENDING``) is tried again after the channel's ``RetryPolicy`` delay:
+  exponential backoff with jitter, ``Retry-After`` honoured up to the ceiling; after ``max_attempts`` the
+  row is ``dead``. ``attempts``, ``last_error`` and ``next_attempt_at`` are kept on the row, so a restart
+  resumes the schedule where it stopped.
+
+When a message reaches its first subscriber its receipt moves from ``queued`` to ``delivered``; the hook
+set with ``on_delivered`` may add event rows (webhooks' ``delivered``) in that same transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
-from datetime import timedelta
+import math
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.channels import Channel, Job, Outcome, State
 from gateway.config import OutboxConfig
-from gateway.envelope import envelope
+from gateway.envelope import as_utc, envelope
 from gateway.storage.models import Delivery, Message, Receipt, Topic, utcnow
 
-__all__ = ["Outbox"]
+__all__ = ["DeliveredHook", "Outbox", "RetryPolicy", "event_job"]
 
 log = logging.getLogger(__name__)
 
-_QUEUE_SIZE = 10_000  # jobs held in memory; beyond that they wait in the table (counted as overflow)
+_QUEUE_SIZE = 10_000  # jobs held in memory (queued, in a lane, in flight); beyond that they wait in the table
+_LANE_BACKLOG = 1_000  # jobs waiting for one concurrent lane; beyond that they wait in the table
 _HOUSEKEEPING_EVERY = 30.0  # seconds between expiry sweeps of waiting deliveries
+# Channels attached without a policy (MQTT) retry a failed publish without a cap, at most this far apart:
+# a failure there is the local broker's, and a message must not be given up because of it.
+_DEFAULT_RETRY_CEILING = 300.0
+
+# Adds event rows to ``session`` for messages whose receipts just became ``delivered``; returns makers
+# of the jobs, called once the commit has given the rows their ids.
+DeliveredHook = Callable[[Any, list[str], datetime], Awaitable[list[Callable[[], Job]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When a failed attempt is tried again: exponential backoff with jitter, and a cap on attempts.
+
+    After the n-th failed attempt the wait is ``min(ceiling, base * 2**(n-1))``, multiplied by a random
+    factor between 0.5 and 1 ("equal jitter": never less than half the step, so the backoff still grows,
+    but deliveries that failed together spread out). A target's ``Retry-After`` lengthens the wait, up to
+    ``ceiling``. ``max_attempts`` 0 means no cap.
+    """
+
+    base: float
+    ceiling: float
+    max_attempts: int = 0
+
+    def delay(self, attempts: int, jitter: float, retry_after: float | None = None) -> float:
+        """Seconds to wait after ``attempts`` failed attempts; ``jitter`` is in [0, 1)."""
+        step = min(self.ceiling, self.base * 2.0 ** min(attempts - 1, 64)) * (0.5 + jitter / 2)
+        if retry_after is not None:
+            step = max(step, min(retry_after, self.ceiling))
+        return step
+
+    def exhausted(self, attempts: int) -> bool:
+        return self.max_attempts > 0 and attempts >= self.max_attempts
+
+
+def event_job(delivery: Delivery, topic: str) -> Job:
+    """The job of a committed event row (its payload is stored on the row)."""
+    return Job(
+        delivery.id,
+        delivery.channel,
+        delivery.message_id,
+        topic,
+        (delivery.payload or "").encode(),
+        delivery.event,
+        delivery.target,
+        delivery.attempts or 0,
+    )
+
+
+@dataclass(slots=True)
+class _Lane:
+    channel: Channel
+    broadcast: bool
+    retry: RetryPolicy
+    concurrency: int
+    queue: asyncio.Queue[Job] = field(default_factory=lambda: asyncio.Queue(maxsize=_LANE_BACKLOG))
 
 
 class Outbox:
     def __init__(self, sessions: async_sessionmaker[Any], config: OutboxConfig) -> None:
         self._sessions = sessions
         self._config = config
-        self._channels: dict[str, Channel] = {}
+        self._lanes: dict[str, _Lane] = {}
+        self._broadcast: dict[str, Channel] = {}
         self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=_QUEUE_SIZE)
-        self._queued: set[int] = set()
+        self._queued: set[int] = set()  # every job in memory, from submit until its outcome is recorded
+        self._finished: list[tuple[Job, Outcome]] = []  # outcomes of lane workers, recorded by the loop
+        self._workers: set[asyncio.Task[None]] = set()
+        self._on_delivered: DeliveredHook | None = None
         self._rescan = True  # the first loop reads what a previous run left pending
+        self._due_at = math.inf  # loop time when the next retry in the table falls due
         self._waiting_woken = False
         self._wake = asyncio.Event()
         self._open = asyncio.Event()
@@ -49,22 +130,35 @@ class Outbox:
 
     @property
     def channels(self) -> Mapping[str, Channel]:
-        return self._channels
+        """The broadcast channels: each gets a row for every message and every event."""
+        return self._broadcast
 
-    def add_channel(self, channel: Channel) -> None:
-        self._channels[channel.name] = channel
+    def add_channel(
+        self,
+        channel: Channel,
+        *,
+        broadcast: bool = True,
+        retry: RetryPolicy | None = None,
+        concurrency: int = 0,
+    ) -> None:
+        policy = retry or RetryPolicy(self._config.poll_interval * 5, _DEFAULT_RETRY_CEILING)
+        self._lanes[channel.name] = _Lane(channel, broadcast, policy, concurrency)
+        if broadcast:
+            self._broadcast[channel.name] = channel
+
+    def on_delivered(self, hook: DeliveredHook) -> None:
+        self._on_delivered = hook
 
     def submit(self, jobs: list[Job]) -> None:
         """Queue committed jobs for immediate delivery; a full queue leaves them to the table scan."""
         for job in jobs:
             if job.delivery_id in self._queued:
                 continue
-            try:
-                self._queue.put_nowait(job)
-            except asyncio.QueueFull:
+            if len(self._queued) >= _QUEUE_SIZE:
                 self.overflow += 1
                 self._rescan = True
                 continue
+            self._queue.put_nowait(job)  # never full: everything in it is counted in _queued
             self._queued.add(job.delivery_id)
         self._wake.set()
 
@@ -84,31 +178,52 @@ class Outbox:
 
     async def run(self) -> None:
         await self._open.wait()
-        while not self._stopping:
+        for lane in self._lanes.values():
+            for n in range(lane.concurrency):
+                task = asyncio.create_task(self._lane_worker(lane), name=f"outbox-{lane.channel.name}-{n}")
+                self._workers.add(task)
+                task.add_done_callback(self._workers.discard)
+        try:
+            while not self._stopping:
+                try:
+                    await self._run_once()
+                except Exception:
+                    # The database may be briefly unavailable: what is not recorded is still pending in
+                    # the table, so log, wait, and read the table again.
+                    log.exception("outbox iteration failed; retrying in %.1fs", self._config.poll_interval)
+                    self._rescan = True
+                    await asyncio.sleep(self._config.poll_interval)
+        finally:
+            # Attempts in flight are abandoned: their rows stay pending and are sent after the restart.
+            workers = list(self._workers)
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
             try:
-                await self._run_once()
+                await self._record([])
             except Exception:
-                # The database may be briefly unavailable: what is not recorded is still pending in
-                # the table, so log, wait, and read the table again.
-                log.exception("outbox iteration failed; retrying in %.1fs", self._config.poll_interval)
-                self._rescan = True
-                await asyncio.sleep(self._config.poll_interval)
+                log.exception("outbox: the last outcomes could not be recorded; they will be sent again")
 
     async def _run_once(self) -> None:
         loop = asyncio.get_running_loop()
         if self._waiting_woken:
             self._waiting_woken = False
             await self._requeue_waiting()
-        if self._rescan:
+        if self._rescan or loop.time() >= self._due_at:
             self._rescan = False
+            self._due_at = math.inf
             await self._scan()
         if loop.time() - self._last_housekeeping > _HOUSEKEEPING_EVERY:
             self._last_housekeeping = loop.time()
             await self._expire_waiting()
         if self._queue.empty():
+            if self._finished:
+                await self._record([])
+                return
             self._wake.clear()
+            timeout = min(self._config.poll_interval, max(0.0, self._due_at - loop.time()))
             try:
-                await asyncio.wait_for(self._wake.wait(), self._config.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout)
             except TimeoutError:
                 pass
             return
@@ -120,82 +235,136 @@ class Outbox:
     async def _work(self, batch: list[Job]) -> None:
         results: list[tuple[Job, Outcome]] = []
         for job in batch:
-            channel = self._channels[job.channel]
+            lane = self._lanes[job.channel]
+            if not lane.concurrency:
+                results.append((job, await self._attempt(lane.channel, job)))
+                continue
             try:
-                outcome = await channel.deliver(job)
-            except Exception as exc:  # a channel bug must not stop the outbox
-                log.exception("delivery %s on %s failed", job.delivery_id, job.channel)
-                outcome = Outcome(State.PENDING, error=f"{type(exc).__name__}: {exc}")
-            results.append((job, outcome))
+                lane.queue.put_nowait(job)
+            except asyncio.QueueFull:  # the lane is backed up: the row waits in the table meanwhile
+                self._queued.discard(job.delivery_id)
+                self.overflow += 1
+                self._due_at = min(
+                    self._due_at, asyncio.get_running_loop().time() + self._config.poll_interval
+                )
+        await self._record(results)
+
+    async def _lane_worker(self, lane: _Lane) -> None:
+        while True:
+            job = await lane.queue.get()
+            outcome = await self._attempt(lane.channel, job)
+            self._finished.append((job, outcome))
+            self._wake.set()
+
+    @staticmethod
+    async def _attempt(channel: Channel, job: Job) -> Outcome:
         try:
-            await self._record(results)
+            return await channel.deliver(job)
+        except Exception as exc:  # a channel bug must not stop the outbox
+            log.exception("delivery %s on %s failed", job.delivery_id, job.channel)
+            return Outcome(State.PENDING, error=f"{type(exc).__name__}: {exc}")
+
+    async def _record(self, inline: list[tuple[Job, Outcome]]) -> None:
+        """Write the outcomes of ``inline`` and of the lanes' finished attempts in one transaction."""
+        results = inline + self._finished
+        self._finished = []
+        if not results:
+            return
+        try:
+            makers = await self._write(results)
         finally:
-            for job in batch:
+            for job, _ in results:
                 self._queued.discard(job.delivery_id)
         self.sent += sum(1 for _, o in results if o.state is State.SENT)
+        if makers:
+            self.submit([make() for make in makers])
 
-    async def _record(self, results: list[tuple[Job, Outcome]]) -> None:
+    async def _write(self, results: list[tuple[Job, Outcome]]) -> list[Callable[[], Job]]:
         now = utcnow()
-        retry_at = now + timedelta(seconds=self._config.poll_interval * 5)
+        loop_now = asyncio.get_running_loop().time()
+        reached: list[str] = []
+        makers: list[Callable[[], Job]] = []
         async with self._sessions() as session:
             for job, outcome in results:
+                state = outcome.state
                 values: dict[str, Any] = {
-                    "state": outcome.state.value,
                     "attempts": Delivery.attempts + 1,
                     "updated_at": now,
                     "last_error": outcome.error,
                 }
-                if outcome.state is State.PENDING:
-                    values["next_attempt_at"] = retry_at
-                    self._rescan = True
+                if state is State.PENDING:
+                    policy = self._lanes[job.channel].retry
+                    if policy.exhausted(job.attempts + 1):
+                        state = State.DEAD
+                        log.warning(
+                            "delivery %s on %s is dead after %d attempts: %s",
+                            job.delivery_id,
+                            job.channel,
+                            job.attempts + 1,
+                            outcome.error,
+                        )
+                    else:
+                        delay = policy.delay(job.attempts + 1, random.random(), outcome.retry_after)
+                        values["next_attempt_at"] = now + timedelta(seconds=delay)
+                        self._due_at = min(self._due_at, loop_now + delay)
+                values["state"] = state.value
                 await session.execute(update(Delivery).where(Delivery.id == job.delivery_id).values(**values))
-                if outcome.delivered:
+                # Only the message itself counts as delivered; an event reaching a subscriber does not.
+                if outcome.delivered and not job.event:
                     await session.execute(
                         update(Receipt)
                         .where(Receipt.message_id == job.message_id)
-                        .values(
-                            delivered_count=Receipt.delivered_count + outcome.delivered,
-                            status=case((Receipt.status == "queued", "delivered"), else_=Receipt.status),
-                            updated_at=now,
-                        )
+                        .values(delivered_count=Receipt.delivered_count + outcome.delivered, updated_at=now)
                     )
+                    moved = await session.execute(
+                        update(Receipt)
+                        .where(Receipt.message_id == job.message_id, Receipt.status == "queued")
+                        .values(status="delivered")
+                    )
+                    if getattr(moved, "rowcount", 0):
+                        reached.append(job.message_id)
+            if reached and self._on_delivered is not None:
+                makers = await self._on_delivered(session, reached, now)
             await session.commit()
+        return makers
 
     async def _scan(self) -> None:
-        """Queue due pending deliveries from the table, oldest first, as far as the queue has room."""
-        room = self._queue.maxsize - self._queue.qsize()
+        """Queue due pending deliveries from the table, oldest first, as far as memory allows; remember
+        when the next one that is not due yet falls due."""
+        room = _QUEUE_SIZE - len(self._queued)
         if room <= 0:
             self._rescan = True
             return
+        now = utcnow()
+        pending = (Delivery.state == State.PENDING.value, Delivery.channel.in_(list(self._lanes)))
         async with self._sessions() as session:
             rows = await session.execute(
                 select(Delivery, Message, Receipt.id, Topic.name)
                 .join(Message, Delivery.message_id == Message.id)
                 .join(Receipt, Receipt.message_id == Message.id)
                 .join(Topic, Message.topic_id == Topic.id)
-                .where(
-                    Delivery.state == State.PENDING.value,
-                    Delivery.next_attempt_at <= utcnow(),
-                    # rows of a channel switched off stay pending until it is on again
-                    Delivery.channel.in_(list(self._channels)),
-                )
+                # rows of a channel switched off stay pending until it is on again
+                .where(*pending, Delivery.next_attempt_at <= now)
                 .order_by(Delivery.id)
                 .limit(room)
             )
             jobs = [
-                Job(
-                    d.id,
-                    d.channel,
-                    m.id,
-                    topic,
-                    d.payload.encode() if d.event else envelope(m, receipt_id, topic),
-                    d.event,
+                event_job(d, topic)
+                if d.event
+                else Job(
+                    d.id, d.channel, m.id, topic, envelope(m, receipt_id, topic), "", d.target, d.attempts
                 )
                 for d, m, receipt_id, topic in rows.all()
                 if d.id not in self._queued
             ]
+            later = await session.scalar(
+                select(func.min(Delivery.next_attempt_at)).where(*pending, Delivery.next_attempt_at > now)
+            )
         if len(jobs) == room:
             self._rescan = True
+        if later is not None:
+            wait = (as_utc(later) - now).total_seconds()
+            self._due_at = min(self._due_at, asyncio.get_running_loop().time() + max(0.0, wait))
         if jobs:
             log.info("outbox: %d pending deliveries queued from the table", len(jobs))
             self.submit(jobs)

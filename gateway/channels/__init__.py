@@ -13,8 +13,9 @@ class State(StrEnum):
     PENDING = "pending"
     WAITING = "waiting"  # nobody to deliver to yet (no MQTT subscriber); woken when one appears
     SENT = "sent"
-    FAILED = "failed"
+    FAILED = "failed"  # permanently refused (a webhook answered 4xx): not tried again
     EXPIRED = "expired"
+    DEAD = "dead"  # failed on every attempt its channel's retry policy allows
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +25,9 @@ class Job:
     message_id: str
     topic: str
     payload: bytes
-    event: str = ""  # "" for the message envelope, else the event's name ("action", "receipt")
+    event: str = ""  # "" for the message envelope, else the event's name ("action", "receipt", "read", …)
+    target: str = ""  # whom a targeted channel sends to (a webhook's id); "" for broadcast channels
+    attempts: int = 0  # attempts made before this one
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,7 @@ class Outcome:
     state: State
     delivered: int = 0  # targets reached, for the receipt's delivered_count
     error: str | None = None
+    retry_after: float | None = None  # seconds the target asked us to wait (HTTP Retry-After)
 
 
 class Channel(Protocol):

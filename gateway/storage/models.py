@@ -1,7 +1,9 @@
-"""The ORM models: users, user tokens, topics, API keys, messages, receipts, deliveries and devices.
+"""The ORM models: users, user tokens, topics, API keys, messages, receipts, deliveries, devices and
+webhooks.
 
 Times are stored as timezone-aware UTC. Ids users see are UUIDv7 strings (``gateway.ids``), so they sort
-by creation time on every backend. Secrets are stored only as SHA-256 hashes (``gateway.credentials``).
+by creation time on every backend. Credentials are stored only as SHA-256 hashes (``gateway.credentials``);
+the one exception is a webhook's signing secret, which HMAC needs in clear (``Webhook``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "Topic",
     "User",
     "UserToken",
+    "Webhook",
     "utcnow",
 ]
 
@@ -149,7 +152,9 @@ class Delivery(Base):
     """The outbox: one row per message and target, worked by ``gateway.outbox``.
 
     ``event`` is empty for the message itself (its envelope is built from the message row) and names the
-    event otherwise (``action``, ``receipt``), with its JSON kept in ``payload`` as it was when it happened.
+    event otherwise (``action``, ``receipt``, ``read``, …), with its JSON kept in ``payload`` as it was when
+    it happened. ``target`` is empty for broadcast channels (MQTT) and names the receiver of a targeted
+    one: a webhook's id, or ``callback`` for the message's ``callback_url`` (``gateway.webhooks``).
     """
 
     __tablename__ = "deliveries"
@@ -167,7 +172,11 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    __table_args__ = (Index("ix_deliveries_state_next", "state", "next_attempt_at"),)
+    # The outbox scans (state, next_attempt_at); a webhook's delivery log reads (channel, target).
+    __table_args__ = (
+        Index("ix_deliveries_state_next", "state", "next_attempt_at"),
+        Index("ix_deliveries_channel_target", "channel", "target"),
+    )
 
     message: Mapped[Message] = relationship(lazy="raise")
 
@@ -203,3 +212,24 @@ class Device(Base):
         UniqueConstraint("user_id", "push_token", name="uq_devices_user_push_token"),
         UniqueConstraint("user_id", "webpush_endpoint", name="uq_devices_user_webpush_endpoint"),
     )
+
+
+class Webhook(Base):
+    """An account's webhook: events of the owner's topics are POSTed to ``url``, signed with ``secret``.
+
+    ``events`` holds names from ``gateway.webhooks.EVENTS`` or ``all``; ``topic_ids`` limits the webhook
+    to those topics (empty: every topic the user owns). ``secret`` is kept in clear, unlike API keys and
+    tokens: the gateway must compute HMAC-SHA256 with it for every delivery, and a hash cannot sign.
+    """
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    topic_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    secret: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
