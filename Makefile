@@ -30,8 +30,8 @@ run: $(STAMP)
 	$(VENV)/bin/pushgate serve
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check gateway broker http_bridge tests
-	$(VENV)/bin/ruff format --check gateway broker http_bridge tests
+	$(VENV)/bin/ruff check gateway broker http_bridge tests bench
+	$(VENV)/bin/ruff format --check gateway broker http_bridge tests bench
 
 test: $(STAMP) system-deps lint
 	$(VENV)/bin/python -m pytest
