@@ -7,6 +7,7 @@ prints once its sockets are bound, never from a fixed sleep.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import os
@@ -309,3 +310,32 @@ def summarize(latencies_ns: Sequence[int]) -> LatencyStats:
     return LatencyStats(
         len(values), percentile(values, 50), percentile(values, 99), max(values, default=mean), mean
     )
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options both benchmarks take about the pushgate server they start."""
+    parser.add_argument(
+        "--rate-limits",
+        action="store_true",
+        help="keep pushgate's push rate limits on (default: off, see pushgate_env)",
+    )
+    parser.add_argument(
+        "--code",
+        type=Path,
+        help="serve pushgate from this source tree (e.g. a `git archive` of a commit) instead of the repo",
+    )
+    parser.add_argument(
+        "--synchronous",
+        choices=("OFF", "NORMAL", "FULL", "EXTRA"),
+        help="pushgate's PUSHGATE_STORAGE_SQLITE_SYNCHRONOUS (default: its own default, FULL)",
+    )
+
+
+def parse_server_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, and check that ``--code`` names a pushgate source tree."""
+    args = parser.parse_args(argv)
+    if args.code is not None:
+        args.code = args.code.resolve()
+        if not (args.code / "gateway" / "cli.py").is_file():
+            parser.error(f"--code {args.code}: no gateway/cli.py there")
+    return args

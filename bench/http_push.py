@@ -18,16 +18,17 @@ import platform
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 from harness import (
     OTHER_CPU_WARNING,
     LatencyStats,
     Server,
+    add_server_arguments,
     code_version,
     cpu_seconds,
     machine_busy_seconds,
+    parse_server_arguments,
     run_pushgate,
     summarize,
 )
@@ -189,26 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-healthz", dest="healthz", action="store_false", help="skip the GET /healthz comparison rows"
     )
-    parser.add_argument(
-        "--rate-limits",
-        action="store_true",
-        help="keep pushgate's push rate limits on (default: off, see harness.pushgate_env)",
-    )
-    parser.add_argument(
-        "--code",
-        type=Path,
-        help="serve pushgate from this source tree (e.g. a `git archive` of a commit) instead of the repo",
-    )
-    parser.add_argument(
-        "--synchronous",
-        choices=("OFF", "NORMAL", "FULL", "EXTRA"),
-        help="pushgate's PUSHGATE_STORAGE_SQLITE_SYNCHRONOUS (default: its own default, FULL)",
-    )
-    args = parser.parse_args(argv)
-    if args.code is not None:
-        args.code = args.code.resolve()
-        if not (args.code / "gateway" / "cli.py").is_file():
-            parser.error(f"--code {args.code}: no gateway/cli.py there")
+    add_server_arguments(parser)
+    args = parse_server_arguments(parser, argv)
     if args.count < 1 or min(args.concurrency) < 1:
         parser.error("--count and --concurrency must be at least 1")
 

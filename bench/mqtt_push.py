@@ -29,16 +29,17 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from harness import (
     OTHER_CPU_WARNING,
     LatencyStats,
     Server,
+    add_server_arguments,
     code_version,
     cpu_seconds,
     machine_busy_seconds,
+    parse_server_arguments,
     run_amqtt,
     run_mosquitto,
     run_pushgate,
@@ -406,26 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paced-count", type=int, default=150, help="messages per paced run (default 150)")
     parser.add_argument("--warmup", type=int, default=200, help="messages sent first and not counted")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per run (default 60)")
-    parser.add_argument(
-        "--rate-limits",
-        action="store_true",
-        help="keep pushgate's push rate limits on (default: off, see harness.pushgate_env)",
-    )
-    parser.add_argument(
-        "--code",
-        type=Path,
-        help="serve pushgate from this source tree (e.g. a `git archive` of a commit) instead of the repo",
-    )
-    parser.add_argument(
-        "--synchronous",
-        choices=("OFF", "NORMAL", "FULL", "EXTRA"),
-        help="pushgate's PUSHGATE_STORAGE_SQLITE_SYNCHRONOUS (default: its own default, FULL)",
-    )
-    args = parser.parse_args(argv)
-    if args.code is not None:
-        args.code = args.code.resolve()
-        if not (args.code / "gateway" / "cli.py").is_file():
-            parser.error(f"--code {args.code}: no gateway/cli.py there")
+    add_server_arguments(parser)
+    args = parse_server_arguments(parser, argv)
     if args.count < 1 or args.window < 1:
         parser.error("--count and --window must be at least 1")
 

@@ -11,7 +11,6 @@ key or a user token that grants the topic. An unknown message and one the caller
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,9 +22,9 @@ from gateway.access import Access, Principal, topic_info
 from gateway.channels import Job
 from gateway.envelope import as_utc, iso
 from gateway.errors import NotFound, Unauthorized, ValidationError
-from gateway.outbox import Outbox, event_job
+from gateway.outbox import Outbox, event_job, event_row
 from gateway.receipts import receipt_dict
-from gateway.storage.models import Delivery, Device, Message, Receipt, Topic, utcnow
+from gateway.storage.models import Device, Message, Receipt, Topic, utcnow
 from gateway.webhooks import Webhooks, receipt_event
 
 __all__ = ["REPLY_MAX_CHARS", "STATUS_ORDER", "ActionReport", "Actions", "advance"]
@@ -221,15 +220,7 @@ class Actions:
         webhooks' rows for ``webhook_event`` (named by its ``event``), to ``session``; the returned makers
         build the jobs once the commit has given the rows their ids."""
         deliveries = [
-            Delivery(
-                message_id=message.id,
-                channel=channel,
-                event=name,
-                payload=json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
-                next_attempt_at=now,
-                created_at=now,
-                updated_at=now,
-            )
+            event_row(message.id, channel, name, payload, now)
             for channel in self._outbox.channels
             for name, payload in payloads.items()
         ]

@@ -27,6 +27,7 @@ set with ``on_delivered`` may add event rows (webhooks' ``delivered``) in that s
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import random
@@ -43,7 +44,7 @@ from gateway.config import OutboxConfig
 from gateway.envelope import as_utc, envelope
 from gateway.storage.models import Delivery, Message, Receipt, Topic, utcnow
 
-__all__ = ["DeliveredHook", "Outbox", "RetryPolicy", "event_job"]
+__all__ = ["DeliveredHook", "Outbox", "RetryPolicy", "event_job", "event_row"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,22 @@ class RetryPolicy:
 
     def exhausted(self, attempts: int) -> bool:
         return self.max_attempts > 0 and attempts >= self.max_attempts
+
+
+def event_row(
+    message_id: str, channel: str, event: str, payload: Mapping[str, Any], now: datetime, target: str = ""
+) -> Delivery:
+    """An outbox row for an event, its JSON kept as it was when the event happened."""
+    return Delivery(
+        message_id=message_id,
+        channel=channel,
+        target=target,
+        event=event,
+        payload=json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def event_job(delivery: Delivery, topic: str) -> Job:

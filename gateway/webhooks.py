@@ -76,7 +76,7 @@ from gateway.config import WebhooksConfig
 from gateway.envelope import iso
 from gateway.errors import Conflict, NotFound, Unauthorized, ValidationError
 from gateway.ids import new_id
-from gateway.outbox import RetryPolicy, event_job
+from gateway.outbox import RetryPolicy, event_job, event_row
 from gateway.receipts import receipt_dict
 from gateway.storage.models import Delivery, Message, Receipt, Topic, Webhook, utcnow
 
@@ -417,20 +417,7 @@ class Webhooks:
             targets.append(CALLBACK)
         if not targets:
             return []
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-        rows = [
-            Delivery(
-                message_id=message.id,
-                channel=_CHANNEL,
-                target=target,
-                event=event,
-                payload=body,
-                next_attempt_at=now,
-                created_at=now,
-                updated_at=now,
-            )
-            for target in targets
-        ]
+        rows = [event_row(message.id, _CHANNEL, event, payload, now, target) for target in targets]
         session.add_all(rows)
         return rows
 
