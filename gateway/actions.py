@@ -186,6 +186,27 @@ class Actions:
         self._outbox.submit([job() for job in jobs])
         return expired
 
+    async def delivered(self, session: Any, message_ids: list[str], now: datetime) -> list[Callable[[], Job]]:
+        """The outbox's ``on_delivered`` hook: receipts that just moved from ``queued`` to ``delivered`` (in
+        ``session``, not yet committed) are announced like every other receipt change."""
+        rows = await session.execute(
+            select(Message, Receipt, Topic)
+            .join(Receipt, Receipt.message_id == Message.id)
+            .join(Topic, Topic.id == Message.topic_id)
+            .where(Message.id.in_(message_ids))
+        )
+        makers: list[Callable[[], Job]] = []
+        for message, receipt, topic in rows.all():
+            makers += await self._queue(
+                session,
+                message,
+                topic,
+                now,
+                {"receipt": receipt_dict(receipt)},
+                receipt_event("delivered", message, topic, receipt),
+            )
+        return makers
+
     async def _locate(
         self, session: Any, principal: Principal, message_id: str, topic_name: str | None
     ) -> tuple[Message, Receipt, Topic]:

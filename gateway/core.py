@@ -75,8 +75,8 @@ class Gateway:
         self.outbox.add_channel(
             self.webhooks.channel, broadcast=False, retry=self.webhooks.retry, concurrency=hooks.concurrency
         )
-        self.outbox.on_delivered(self.webhooks.delivered)
         self.actions = Actions(self.sessions, self.access, self.outbox, self.webhooks)
+        self.outbox.on_delivered(self.actions.delivered)
 
     def attach_mqtt(self, egress: MqttEgress) -> None:
         """Enable the MQTT channel; ``broker/`` provides the egress, the composition root wires it."""

@@ -59,7 +59,7 @@ import os
 import re
 import secrets
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -70,13 +70,13 @@ from sqlalchemy import delete, func, select, true
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.access import Principal
-from gateway.channels import Job, State
+from gateway.channels import State
 from gateway.channels.webhook import CALLBACK, HttpSender, UrlGuard, UrlRefused, WebhookChannel, delivery_id
 from gateway.config import WebhooksConfig
 from gateway.envelope import iso
 from gateway.errors import Conflict, NotFound, Unauthorized, ValidationError
 from gateway.ids import new_id
-from gateway.outbox import RetryPolicy, event_job, event_row
+from gateway.outbox import RetryPolicy, event_row
 from gateway.receipts import receipt_dict
 from gateway.storage.models import Delivery, Message, Receipt, Topic, Webhook, utcnow
 
@@ -420,21 +420,6 @@ class Webhooks:
         rows = [event_row(message.id, _CHANNEL, event, payload, now, target) for target in targets]
         session.add_all(rows)
         return rows
-
-    async def delivered(self, session: Any, message_ids: list[str], now: datetime) -> list[Callable[[], Job]]:
-        """The outbox's ``on_delivered`` hook: ``delivered`` events for messages that reached a target."""
-        rows = await session.execute(
-            select(Message, Receipt, Topic)
-            .join(Receipt, Receipt.message_id == Message.id)
-            .join(Topic, Topic.id == Message.topic_id)
-            .where(Message.id.in_(message_ids), Topic.owner_id.is_not(None))
-        )
-        makers: list[Callable[[], Job]] = []
-        for message, receipt, topic in rows.all():
-            payload = receipt_event("delivered", message, topic, receipt)
-            for row in await self.queue(session, message, topic, now, "delivered", payload):
-                makers.append(lambda row=row, name=topic.name: event_job(row, name))
-        return makers
 
 
 def _limit(value: str | None) -> int:

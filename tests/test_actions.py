@@ -3,6 +3,7 @@ records both, and the action and receipt events a hub receives (issue 4, accepta
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -222,3 +223,55 @@ async def test_envelope_carries_the_category_of_predefined_action_sets(
     actions = [{"id": i, "label": i.title(), "type": "button"} for i in ids]
     assert (await http.post("/api/push/ops", json={"message": "m", "actions": actions})).status_code == 200
     assert json.loads((await hub.receive()).payload)["category"] == category
+
+
+async def test_delivered_is_announced_and_unheard_receipt_updates_do_not_wait(
+    server: Server, admin: Admin, http: httpx.AsyncClient, make_client
+) -> None:
+    from sqlalchemy import select
+
+    from gateway.storage import database
+    from gateway.storage.models import Delivery
+
+    await admin.create_topic("ops")
+    hub: MqttClient = await make_client()
+    assert await hub.subscribe("pushgate/ops/message") == 1
+    assert await hub.subscribe("pushgate/ops/receipt") == 1
+    pushed = (await http.post("/api/push/ops", content="reaches the hub")).json()
+    received = {}
+    for _ in range(2):
+        message = await hub.receive()
+        received[message.topic] = json.loads(message.payload)
+    assert received["pushgate/ops/message"]["id"] == pushed["id"]
+    receipt = received["pushgate/ops/receipt"]
+    assert (receipt["receipt_id"], receipt["status"], receipt["delivered_count"]) == (
+        pushed["receipt_id"],
+        "delivered",
+        1,
+    )
+
+    # On a topic where nobody listens to …/receipt, the delivered update is dropped, not left waiting.
+    await admin.create_topic("quiet")
+    assert await hub.subscribe("pushgate/quiet/message") == 1
+    marker = (await http.post("/api/push/quiet", content="second")).json()
+    assert json.loads((await hub.receive()).payload)["id"] == marker["id"]
+    engine = database.create_engine(server.config.storage)
+    try:
+        async with database.session_factory(engine)() as session:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while True:
+                states = set(
+                    await session.scalars(
+                        select(Delivery.state).where(
+                            Delivery.message_id == marker["id"], Delivery.event == "receipt"
+                        )
+                    )
+                )
+                if states and states <= {"expired"} or loop.time() > deadline:
+                    break
+                await session.rollback()
+                await asyncio.sleep(0.05)
+        assert states == {"expired"}
+    finally:
+        await engine.dispose()

@@ -1,8 +1,9 @@
 """The MQTT channel: publishes the envelope on ``<prefix>/<topic>/message`` through the embedded broker.
 
 The core does not import the broker; ``broker/`` implements ``MqttEgress`` and the composition root hands
-it in. A message for a topic nobody subscribes to waits (state ``waiting``) until a subscriber appears,
-so a hub that is restarting or offline does not miss what was pushed meanwhile.
+it in. A message (or an action event) for a topic nobody subscribes to waits (state ``waiting``) until a
+subscriber appears, so a hub that is restarting or offline does not miss what was pushed meanwhile.
+Receipt updates do not wait: each supersedes the last.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class MqttChannel:
         mqtt_topic = message_topic(self._prefix, job.topic, job.event)
         count = await self._egress.subscriber_count(mqtt_topic)
         if count == 0:
+            if job.event == "receipt":
+                # A receipt update is a snapshot that the next one supersedes (and GET /api/receipts has
+                # the current state): with nobody listening it is not kept waiting.
+                return Outcome(State.EXPIRED, error="no subscriber for receipt updates")
             return Outcome(State.WAITING)
         await self._egress.publish(mqtt_topic, job.payload, 1)
         return Outcome(State.SENT, delivered=count)
