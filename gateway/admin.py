@@ -30,6 +30,7 @@ from gateway import credentials
 from gateway.errors import Conflict, NotFound, ValidationError
 from gateway.ids import new_id
 from gateway.storage.models import ApiKey, Delivery, Message, Receipt, Topic, User, UserToken, utcnow
+from gateway.storage.owned import owned
 from gateway.topics import check_topic_name
 
 __all__ = ["DESCRIPTION_MAX_CHARS", "LABEL_MAX_CHARS", "Admin", "Created", "IssuedKey"]
@@ -257,13 +258,9 @@ class Admin:
 
     async def _owned_topic(self, session: Any, owner_id: str, topic_id: str) -> Topic:
         """The user's topic; another user's topic is reported exactly like an unknown id."""
-        topic = await session.scalar(select(Topic).where(Topic.id == topic_id, Topic.owner_id == owner_id))
-        if topic is None:
-            raise NotFound(
-                f"you have no topic with id {topic_id}; GET /api/topics lists yours",
-                error="Topic not found",
-            )
-        return topic  # type: ignore[no-any-return]
+        return await owned(
+            session, Topic, topic_id, Topic.owner_id, owner_id, what="topic", listing="/api/topics"
+        )
 
     async def _active_key_count(self, session: Any, topic_id: str) -> int:
         count = await session.scalar(

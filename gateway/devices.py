@@ -55,9 +55,10 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.access import Access, Principal, topic_info
 from gateway.envelope import iso
-from gateway.errors import NotFound, Unauthorized, ValidationError
+from gateway.errors import Unauthorized, ValidationError
 from gateway.ids import new_id
 from gateway.storage.models import Device, Topic, utcnow
+from gateway.storage.owned import owned
 from gateway.topics import check_topic_name
 
 __all__ = [
@@ -455,14 +456,9 @@ class Devices:
         """Remove the user's device; another user's device is reported exactly like an unknown id."""
         user_id = _user_id(principal)
         async with self._sessions() as session:
-            device = await session.scalar(
-                select(Device).where(Device.id == device_id, Device.user_id == user_id)
+            device = await owned(
+                session, Device, device_id, Device.user_id, user_id, what="device", listing="/api/devices"
             )
-            if device is None:
-                raise NotFound(
-                    f"you have no device with id {device_id}; GET /api/devices lists yours",
-                    error="Device not found",
-                )
             await session.delete(device)
             await session.commit()
         return {"id": device_id, "deleted": True}

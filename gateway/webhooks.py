@@ -74,11 +74,12 @@ from gateway.channels import State
 from gateway.channels.webhook import CALLBACK, HttpSender, UrlGuard, UrlRefused, WebhookChannel, delivery_id
 from gateway.config import WebhooksConfig
 from gateway.envelope import iso
-from gateway.errors import Conflict, NotFound, Unauthorized, ValidationError
+from gateway.errors import Conflict, Unauthorized, ValidationError
 from gateway.ids import new_id
 from gateway.outbox import RetryPolicy, event_row
 from gateway.receipts import receipt_dict
 from gateway.storage.models import Delivery, Message, Receipt, Topic, Webhook, utcnow
+from gateway.storage.owned import owned
 
 __all__ = [
     "ALL",
@@ -382,15 +383,9 @@ class Webhooks:
     @staticmethod
     async def _owned(session: Any, owner_id: str, webhook_id: str) -> Webhook:
         """The user's webhook; another user's is reported exactly like an unknown id."""
-        hook = await session.scalar(
-            select(Webhook).where(Webhook.id == webhook_id, Webhook.user_id == owner_id)
+        return await owned(
+            session, Webhook, webhook_id, Webhook.user_id, owner_id, what="webhook", listing="/api/webhooks"
         )
-        if hook is None:
-            raise NotFound(
-                f"you have no webhook with id {webhook_id}; GET /api/webhooks lists yours",
-                error="Webhook not found",
-            )
-        return hook  # type: ignore[no-any-return]
 
     # -- events --------------------------------------------------------------------------------------
 
