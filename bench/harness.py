@@ -26,6 +26,9 @@ from pathlib import Path
 
 __all__ = [
     "BENCH_DIR",
+    "add_server_arguments",
+    "parse_server_arguments",
+    "warn_if_busy",
     "OTHER_CPU_WARNING",
     "code_version",
     "cpu_seconds",
@@ -339,3 +342,13 @@ def parse_server_arguments(parser: argparse.ArgumentParser, argv: list[str] | No
         if not (args.code / "gateway" / "cli.py").is_file():
             parser.error(f"--code {args.code}: no gateway/cli.py there")
     return args
+
+
+def warn_if_busy(other_cpu_shares: Sequence[float]) -> None:
+    """Say so when other processes competed for the cores during some rows (their figures are low)."""
+    busy = sum(1 for share in other_cpu_shares if share > OTHER_CPU_WARNING)
+    if busy:
+        print(
+            f"WARNING: other processes used over {OTHER_CPU_WARNING:.0%} of a core in {busy} of "
+            f"{len(other_cpu_shares)} rows: those figures are understated; run again on a quiet machine"
+        )

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import httpx
 from harness import (
-    OTHER_CPU_WARNING,
     LatencyStats,
     Server,
     add_server_arguments,
@@ -31,6 +30,7 @@ from harness import (
     parse_server_arguments,
     run_pushgate,
     summarize,
+    warn_if_busy,
 )
 
 
@@ -165,12 +165,7 @@ def _print(results: list[Result], args: argparse.Namespace) -> None:
         "srv/cli cpu: CPU time of the server / of this harness over the run's wall time (100% = one core); "
         "oth cpu: the rest of the machine meanwhile (should be ~0%: else another process competed)"
     )
-    busy = [r for r in results if r.other_cpu / r.elapsed > OTHER_CPU_WARNING]
-    if busy:
-        print(
-            f"WARNING: other processes used over {OTHER_CPU_WARNING:.0%} of a core in {len(busy)} of "
-            f"{len(results)} rows: those figures are understated; run again on a quiet machine"
-        )
+    warn_if_busy([r.other_cpu / r.elapsed for r in results])
 
 
 def main(argv: list[str] | None = None) -> int:

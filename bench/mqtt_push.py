@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 from harness import (
-    OTHER_CPU_WARNING,
     LatencyStats,
     Server,
     add_server_arguments,
@@ -44,6 +43,7 @@ from harness import (
     run_mosquitto,
     run_pushgate,
     summarize,
+    warn_if_busy,
 )
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -380,12 +380,7 @@ def _print(results: list[Result], args: argparse.Namespace) -> None:
     )
     for line in refusals:
         print(f"REFUSED: {line}")
-    busy = [r for r in results if r.other_cpu / r.wall > OTHER_CPU_WARNING]
-    if busy:
-        print(
-            f"WARNING: other processes used over {OTHER_CPU_WARNING:.0%} of a core in {len(busy)} of "
-            f"{len(results)} rows: those figures are understated; run again on a quiet machine"
-        )
+    warn_if_busy([r.other_cpu / r.wall for r in results])
 
 
 def main(argv: list[str] | None = None) -> int:
