@@ -11,7 +11,7 @@ import dataclasses
 import queue
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -91,6 +91,16 @@ async def server(config: Config, admin: Admin) -> AsyncIterator[Server]:
 async def http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.http_url, timeout=TIMEOUT) as client:
         yield client
+
+
+async def until(check: Callable[[], Awaitable[Any]], what: str) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after TIMEOUT (a deadline, not a sleep)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while not (result := await check()):
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+    return result
 
 
 def bearer(secret: str) -> dict[str, str]:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from gateway.admin import Admin
-from tests.conftest import MqttClient, Server
+from tests.conftest import MqttClient, Server, until
 
 ACK_SNOOZE_REPLY = {
     "title": "Server Alert",
@@ -145,7 +145,6 @@ async def test_action_errors_name_the_problem(
 async def test_concurrent_taps_are_all_recorded(
     server: Server, admin: Admin, http: httpx.AsyncClient, taps: int
 ) -> None:
-    import asyncio
 
     await admin.create_topic("ops")
     key = (await admin.create_key("ops")).secret
@@ -256,22 +255,16 @@ async def test_delivered_is_announced_and_unheard_receipt_updates_do_not_wait(
     marker = (await http.post("/api/push/quiet", content="second")).json()
     assert json.loads((await hub.receive()).payload)["id"] == marker["id"]
     engine = database.create_engine(server.config.storage)
-    try:
+
+    async def receipt_rows_settled() -> set[str] | None:
         async with database.session_factory(engine)() as session:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 5
-            while True:
-                states = set(
-                    await session.scalars(
-                        select(Delivery.state).where(
-                            Delivery.message_id == marker["id"], Delivery.event == "receipt"
-                        )
-                    )
-                )
-                if states and states <= {"expired"} or loop.time() > deadline:
-                    break
-                await session.rollback()
-                await asyncio.sleep(0.05)
-        assert states == {"expired"}
+            query = select(Delivery.state).where(
+                Delivery.message_id == marker["id"], Delivery.event == "receipt"
+            )
+            states = set(await session.scalars(query))
+        return states if states and "pending" not in states else None
+
+    try:
+        assert await until(receipt_rows_settled, "the receipt row's outcome") == {"expired"}
     finally:
         await engine.dispose()

@@ -34,7 +34,7 @@ from gateway.errors import Unauthorized
 from gateway.outbox import RetryPolicy
 from gateway.request import PushRequest
 from gateway.serve import Endpoints, serve
-from tests.conftest import TIMEOUT, MqttClient, Server, assert_error, bearer, user
+from tests.conftest import TIMEOUT, MqttClient, Server, assert_error, bearer, until, user
 
 ACTIONS = [
     {"id": "approve", "label": "Approve", "type": "button"},
@@ -161,16 +161,6 @@ async def deliveries(http: httpx.AsyncClient, auth: dict[str, str], hook_id: str
     response = await http.get(f"/api/webhooks/{hook_id}/deliveries", headers=auth)
     assert response.status_code == 200, response.text
     return response.json()["deliveries"]  # type: ignore[no-any-return]
-
-
-async def until(check: Callable[[], Awaitable[Any]], what: str) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after TIMEOUT (a deadline, not a sleep)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + TIMEOUT
-    while not (result := await check()):
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-    return result
 
 
 async def push(http: httpx.AsyncClient, auth: dict[str, str], topic: str = "ops", **fields: Any) -> Any:
