@@ -28,6 +28,7 @@ from gateway.ratelimit import RateLimiter
 from gateway.receipts import Receipts
 from gateway.storage import database
 from gateway.storage.models import utcnow
+from gateway.targets import DeviceTargets
 from gateway.topics import TopicDirectory
 from gateway.webhooks import Webhooks
 from gateway.writer import GroupCommitWriter
@@ -55,7 +56,8 @@ class Gateway:
             self.sessions, on_topic_change=self.topics.invalidate, on_keys_revoked=self._keys_revoked
         )
         self.receipts = Receipts(self.sessions, self.access)
-        self.devices = Devices(self.sessions)
+        self.targets = DeviceTargets(self.sessions)
+        self.devices = Devices(self.sessions, self.targets)
         self.writer = GroupCommitWriter(self.sessions, config.outbox.write_queue_size)
         self.outbox = Outbox(self.sessions, config.outbox)
         self.rate_limiter = RateLimiter(config.ratelimit)
@@ -66,6 +68,7 @@ class Gateway:
             writer=self.writer,
             outbox=self.outbox,
             limiter=self.rate_limiter,
+            targets=self.targets,
         )
         self.publish = self.publisher.publish
         hooks = config.webhooks
@@ -100,6 +103,7 @@ class Gateway:
         gateway = cls(config)
         try:
             await database.upgrade(gateway.engine)
+            await gateway.targets.load()
             await gateway.webhooks.start()
             writer = _owned(gateway.writer.run(), "group-commit-writer")
             outbox = _owned(gateway.outbox.run(), "outbox")

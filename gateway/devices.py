@@ -43,13 +43,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -59,6 +60,7 @@ from gateway.errors import Unauthorized, ValidationError
 from gateway.ids import new_id
 from gateway.storage.models import Device, Topic, utcnow
 from gateway.storage.owned import owned
+from gateway.targets import DeviceTargets
 from gateway.topics import check_topic_name
 
 __all__ = [
@@ -81,6 +83,8 @@ __all__ = [
     "parse_registration",
     "token_hint",
 ]
+
+log = logging.getLogger(__name__)
 
 PLATFORMS = ("ios", "android", "web")
 EXPO_PLATFORMS = ("ios", "android")
@@ -376,8 +380,9 @@ def _user_id(principal: Principal) -> str:
 
 
 class Devices:
-    def __init__(self, sessions: async_sessionmaker[Any]) -> None:
+    def __init__(self, sessions: async_sessionmaker[Any], targets: DeviceTargets) -> None:
         self._sessions = sessions
+        self._targets = targets  # kept current with every change made here
 
     async def register(self, principal: Principal, fields: Mapping[str, Any]) -> Registered:
         """Add a device, or update the user's device with the same push token or Web Push endpoint."""
@@ -423,6 +428,7 @@ class Devices:
             device.status = "active"
             device.last_seen_at = now
             await session.commit()
+        self._targets.put(device)
         return Registered(device_dict(device), created)
 
     @staticmethod
@@ -461,4 +467,14 @@ class Devices:
             )
             await session.delete(device)
             await session.commit()
+        self._targets.remove(device_id)
         return {"id": device_id, "deleted": True}
+
+    async def expire(self, device_id: str, reason: str) -> None:
+        """Stop sending to a device its push service no longer knows (Web Push 404/410, Expo
+        ``DeviceNotRegistered``); registering it again makes it active."""
+        async with self._sessions() as session:
+            await session.execute(update(Device).where(Device.id == device_id).values(status="expired"))
+            await session.commit()
+        self._targets.remove(device_id)
+        log.info("device %s expired: %s", device_id, reason)

@@ -55,6 +55,10 @@ _HOUSEKEEPING_EVERY = 30.0  # seconds between expiry sweeps of waiting deliverie
 # a failure there is the local broker's, and a message must not be given up because of it.
 _DEFAULT_RETRY_CEILING = 300.0
 
+# Outcomes that end a target's delivery without reaching it, and the states in which one may still arrive.
+_GIVEN_UP = frozenset({State.FAILED, State.DEAD, State.EXPIRED})
+_STILL_OPEN = (State.PENDING.value, State.WAITING.value, State.SENT.value)
+
 # Adds event rows to ``session`` for messages whose receipts just became ``delivered``; returns makers
 # of the jobs, called once the commit has given the rows their ids.
 DeliveredHook = Callable[[Any, list[str], datetime], Awaitable[list[Callable[[], Job]]]]
@@ -149,6 +153,11 @@ class Outbox:
     def channels(self) -> Mapping[str, Channel]:
         """The broadcast channels: each gets a row for every message and every event."""
         return self._broadcast
+
+    @property
+    def lanes(self) -> Mapping[str, Channel]:
+        """Every attached channel, broadcast or targeted, by name."""
+        return {name: lane.channel for name, lane in self._lanes.items()}
 
     def add_channel(
         self,
@@ -296,19 +305,28 @@ class Outbox:
         if makers:
             self.submit([make() for make in makers])
 
-    async def _write(self, results: list[tuple[Job, Outcome]]) -> list[Callable[[], Job]]:
+    async def confirm(self, results: list[tuple[Job, Outcome]]) -> None:
+        """Record what a target confirmed after its send was recorded as ``sent`` (an Expo push receipt):
+        ``Outcome(SENT, delivered=1)`` credits the receipt, ``Outcome(FAILED, ...)`` marks the row failed.
+        Not an attempt: the row's attempt count stays."""
+        makers = await self._write(results, attempt=False)
+        if makers:
+            self.submit([make() for make in makers])
+
+    async def _write(
+        self, results: list[tuple[Job, Outcome]], *, attempt: bool = True
+    ) -> list[Callable[[], Job]]:
         now = utcnow()
         loop_now = asyncio.get_running_loop().time()
         reached: list[str] = []
+        given_up: set[str] = set()
         makers: list[Callable[[], Job]] = []
         async with self._sessions() as session:
             for job, outcome in results:
                 state = outcome.state
-                values: dict[str, Any] = {
-                    "attempts": Delivery.attempts + 1,
-                    "updated_at": now,
-                    "last_error": outcome.error,
-                }
+                values: dict[str, Any] = {"updated_at": now, "last_error": outcome.error}
+                if attempt:
+                    values["attempts"] = Delivery.attempts + 1
                 if state is State.PENDING:
                     policy = self._lanes[job.channel].retry
                     if policy.exhausted(job.attempts + 1):
@@ -327,7 +345,9 @@ class Outbox:
                 values["state"] = state.value
                 await session.execute(update(Delivery).where(Delivery.id == job.delivery_id).values(**values))
                 # Only the message itself counts as delivered; an event reaching a subscriber does not.
-                if outcome.delivered and not job.event:
+                if job.event:
+                    continue
+                if outcome.delivered:
                     await session.execute(
                         update(Receipt)
                         .where(Receipt.message_id == job.message_id)
@@ -335,15 +355,38 @@ class Outbox:
                     )
                     moved = await session.execute(
                         update(Receipt)
-                        .where(Receipt.message_id == job.message_id, Receipt.status == "queued")
+                        .where(Receipt.message_id == job.message_id, Receipt.status.in_(("queued", "failed")))
                         .values(status="delivered")
                     )
                     if getattr(moved, "rowcount", 0):
                         reached.append(job.message_id)
+                elif state in _GIVEN_UP:
+                    given_up.add(job.message_id)
+            if given_up:
+                await self._fail_receipts(session, given_up, now)
             if reached and self._on_delivered is not None:
                 makers = await self._on_delivered(session, reached, now)
             await session.commit()
         return makers
+
+    @staticmethod
+    async def _fail_receipts(session: Any, message_ids: set[str], now: datetime) -> None:
+        """A receipt still ``queued`` becomes ``failed`` once every target of its message has given up:
+        no delivery of the message itself is pending, waiting or sent (unconfirmed) any more."""
+        open_rows = (
+            select(Delivery.id)
+            .where(
+                Delivery.message_id == Receipt.message_id,
+                Delivery.event == "",
+                Delivery.state.in_(_STILL_OPEN),
+            )
+            .exists()
+        )
+        await session.execute(
+            update(Receipt)
+            .where(Receipt.message_id.in_(message_ids), Receipt.status == "queued", ~open_rows)
+            .values(status="failed", updated_at=now)
+        )
 
     async def _scan(self) -> None:
         """Queue due pending deliveries from the table, oldest first, as far as memory allows; remember

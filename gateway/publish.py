@@ -1,8 +1,9 @@
 """The publish pipeline every edge calls: look up, authorise, rate-limit, validate, store durably, hand to
 the outbox.
 
-``publish`` returns only after the message, its receipt and one delivery row per channel are committed
-(``GroupCommitWriter``), so an edge's success answer always means "on disk".
+``publish`` returns only after the message, its receipt and its delivery rows are committed
+(``GroupCommitWriter``), so an edge's success answer always means "on disk". There is one delivery row per
+broadcast channel (MQTT) and one per registered device the message goes to (``gateway.targets``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from gateway.outbox import Outbox
 from gateway.ratelimit import RateLimiter
 from gateway.request import PushRequest, PushResult
 from gateway.storage.models import Delivery, Message, Receipt, utcnow
+from gateway.targets import DeviceTargets
 from gateway.topics import TopicDirectory
 from gateway.validation import validate
 from gateway.writer import GroupCommitWriter
@@ -37,6 +39,7 @@ class Publisher:
         writer: GroupCommitWriter,
         outbox: Outbox,
         limiter: RateLimiter,
+        targets: DeviceTargets,
     ) -> None:
         self._topics = topics
         self._access = access
@@ -44,6 +47,7 @@ class Publisher:
         self._writer = writer
         self._outbox = outbox
         self._limiter = limiter
+        self._targets = targets
 
     async def publish(self, req: PushRequest, principal: Principal | None = None) -> PushResult:
         """Store and route one notification; ``principal`` is given when the edge authenticated already."""
@@ -79,11 +83,25 @@ class Publisher:
             Delivery(message_id=message.id, channel=name, next_attempt_at=now, created_at=now, updated_at=now)
             for name in self._outbox.channels
         ]
+        devices = self._targets.for_topic(topic, self._outbox.lanes)
+        deliveries += [
+            Delivery(
+                message_id=message.id,
+                channel=target.channel,
+                target=target.device_id,
+                next_attempt_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+            for target in devices
+        ]
         await self._writer.write([message, receipt, *deliveries])
 
         payload = envelope(message, receipt.id, topic.name)
-        self._outbox.submit([Job(d.id, d.channel, message.id, topic.name, payload) for d in deliveries])
-        subscribers = 0
+        self._outbox.submit(
+            [Job(d.id, d.channel, message.id, topic.name, payload, "", d.target) for d in deliveries]
+        )
+        subscribers = len(devices)
         for channel in self._outbox.channels.values():
             subscribers += await channel.subscribers(topic.name)
         log.info("accepted %s on %s from %s (%s)", message.id, topic.name, req.source, principal)
