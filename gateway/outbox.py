@@ -31,18 +31,20 @@ import json
 import logging
 import math
 import random
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.channels import Channel, Job, Outcome, State
 from gateway.config import OutboxConfig
 from gateway.envelope import as_utc, envelope
 from gateway.storage.models import Delivery, Message, Receipt, Topic, utcnow
+from gateway.storage.numbering import number_new_deliveries
 
 __all__ = ["DeliveredHook", "Outbox", "RetryPolicy", "event_job", "event_row"]
 
@@ -58,6 +60,26 @@ _DEFAULT_RETRY_CEILING = 300.0
 # Outcomes that end a target's delivery without reaching it, and the states in which one may still arrive.
 _GIVEN_UP = frozenset({State.FAILED, State.DEAD, State.EXPIRED})
 _STILL_OPEN = (State.PENDING.value, State.WAITING.value, State.SENT.value)
+
+_deliveries = Delivery.__table__
+_receipts = Receipt.__table__
+# One outcome, as an executemany statement (a plain-table UPDATE: the ORM's bulk form allows no expressions).
+_RECORD = (
+    update(_deliveries)
+    .where(_deliveries.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"),
+        last_error=bindparam("b_error"),
+        attempts=_deliveries.c.attempts + bindparam("b_inc"),
+        updated_at=bindparam("b_now"),
+    )
+)
+_CREDIT = (
+    update(_receipts)
+    .where(_receipts.c.message_id == bindparam("b_message"))
+    .values(delivered_count=_receipts.c.delivered_count + bindparam("b_n"), updated_at=bindparam("b_now"))
+)
+_IN_CHUNK = 500  # ids per IN (...) list, well below every backend's limit on bound parameters
 
 # Adds event rows to ``session`` for messages whose receipts just became ``delivered``; returns makers
 # of the jobs, called once the commit has given the rows their ids.
@@ -316,58 +338,85 @@ class Outbox:
     async def _write(
         self, results: list[tuple[Job, Outcome]], *, attempt: bool = True
     ) -> list[Callable[[], Job]]:
+        """Record ``results`` in one transaction with a few executemany statements, not one per job: the
+        outbox records thousands of outcomes a second, and each statement is a round trip to the driver."""
         now = utcnow()
         loop_now = asyncio.get_running_loop().time()
-        reached: list[str] = []
+        settled: list[dict[str, Any]] = []  # rows whose next attempt time stays
+        retried: list[dict[str, Any]] = []  # rows to try again at ``b_next``
+        credit: dict[str, int] = defaultdict(int)  # message id -> targets reached
         given_up: set[str] = set()
+        for job, outcome in results:
+            state = outcome.state
+            row: dict[str, Any] = {
+                "b_id": job.delivery_id,
+                "b_error": outcome.error,
+                "b_inc": int(attempt),
+                "b_now": now,
+            }
+            if state is State.PENDING:
+                policy = self._lanes[job.channel].retry
+                if policy.exhausted(job.attempts + 1):
+                    state = State.DEAD
+                    log.warning(
+                        "delivery %s on %s is dead after %d attempts: %s",
+                        job.delivery_id,
+                        job.channel,
+                        job.attempts + 1,
+                        outcome.error,
+                    )
+                else:
+                    delay = policy.delay(job.attempts + 1, random.random(), outcome.retry_after)
+                    row["b_next"] = now + timedelta(seconds=delay)
+                    self._due_at = min(self._due_at, loop_now + delay)
+            row["b_state"] = state.value
+            (retried if "b_next" in row else settled).append(row)
+            # Only the message itself counts as delivered; an event reaching a subscriber does not.
+            if job.event:
+                continue
+            if outcome.delivered:
+                credit[job.message_id] += outcome.delivered
+            elif state in _GIVEN_UP:
+                given_up.add(job.message_id)
         makers: list[Callable[[], Job]] = []
         async with self._sessions() as session:
-            for job, outcome in results:
-                state = outcome.state
-                values: dict[str, Any] = {"updated_at": now, "last_error": outcome.error}
-                if attempt:
-                    values["attempts"] = Delivery.attempts + 1
-                if state is State.PENDING:
-                    policy = self._lanes[job.channel].retry
-                    if policy.exhausted(job.attempts + 1):
-                        state = State.DEAD
-                        log.warning(
-                            "delivery %s on %s is dead after %d attempts: %s",
-                            job.delivery_id,
-                            job.channel,
-                            job.attempts + 1,
-                            outcome.error,
-                        )
-                    else:
-                        delay = policy.delay(job.attempts + 1, random.random(), outcome.retry_after)
-                        values["next_attempt_at"] = now + timedelta(seconds=delay)
-                        self._due_at = min(self._due_at, loop_now + delay)
-                values["state"] = state.value
-                await session.execute(update(Delivery).where(Delivery.id == job.delivery_id).values(**values))
-                # Only the message itself counts as delivered; an event reaching a subscriber does not.
-                if job.event:
-                    continue
-                if outcome.delivered:
-                    await session.execute(
-                        update(Receipt)
-                        .where(Receipt.message_id == job.message_id)
-                        .values(delivered_count=Receipt.delivered_count + outcome.delivered, updated_at=now)
-                    )
-                    moved = await session.execute(
-                        update(Receipt)
-                        .where(Receipt.message_id == job.message_id, Receipt.status.in_(("queued", "failed")))
-                        .values(status="delivered")
-                    )
-                    if getattr(moved, "rowcount", 0):
-                        reached.append(job.message_id)
-                elif state in _GIVEN_UP:
-                    given_up.add(job.message_id)
+            if settled:
+                await session.execute(_RECORD, settled)
+            if retried:
+                await session.execute(_RECORD.values(next_attempt_at=bindparam("b_next")), retried)
+            reached = await self._credit_receipts(session, credit, now) if credit else []
             if given_up:
                 await self._fail_receipts(session, given_up, now)
             if reached and self._on_delivered is not None:
                 makers = await self._on_delivered(session, reached, now)
+                await number_new_deliveries(session, written=True)  # the updates above took the lock
             await session.commit()
         return makers
+
+    @staticmethod
+    async def _credit_receipts(session: Any, credit: Mapping[str, int], now: datetime) -> list[str]:
+        """Add the targets reached to each receipt; returns the messages whose receipts just became
+        ``delivered`` (from ``queued``, or ``failed`` when a late confirmation arrives)."""
+        await session.execute(
+            _CREDIT, [{"b_message": message_id, "b_n": n, "b_now": now} for message_id, n in credit.items()]
+        )
+        ids = list(credit)
+        reached: list[str] = []
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i : i + _IN_CHUNK]
+            moved = await session.scalars(
+                select(Receipt.message_id).where(
+                    Receipt.message_id.in_(chunk), Receipt.status.in_(("queued", "failed"))
+                )
+            )
+            reached += moved.all()
+        for i in range(0, len(reached), _IN_CHUNK):
+            await session.execute(
+                update(Receipt)
+                .where(Receipt.message_id.in_(reached[i : i + _IN_CHUNK]))
+                .values(status="delivered")
+            )
+        return reached
 
     @staticmethod
     async def _fail_receipts(session: Any, message_ids: set[str], now: datetime) -> None:

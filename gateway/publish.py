@@ -80,7 +80,14 @@ class Publisher:
             id=new_id(), message_id=message.id, topic_id=topic.id, created_at=now, updated_at=now
         )
         deliveries = [
-            Delivery(message_id=message.id, channel=name, next_attempt_at=now, created_at=now, updated_at=now)
+            Delivery(
+                message_id=message.id,
+                channel=name,
+                event="",
+                next_attempt_at=now,
+                created_at=now,
+                updated_at=now,
+            )
             for name in self._outbox.channels
         ]
         devices = self._targets.for_topic(topic, self._outbox.lanes)
@@ -89,6 +96,7 @@ class Publisher:
                 message_id=message.id,
                 channel=target.channel,
                 target=target.device_id,
+                event="",
                 next_attempt_at=now,
                 created_at=now,
                 updated_at=now,

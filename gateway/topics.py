@@ -6,6 +6,7 @@ against a running server) are seen within ``cache_seconds``. Keys are never cach
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
@@ -36,6 +37,9 @@ class TopicDirectory:
         self._auto_create = auto_create
         self._ttl = cache_seconds
         self._cache: dict[str, tuple[float, TopicInfo]] = {}
+        # One database read per name at a time: when an entry expires under load, the callers that arrive
+        # meanwhile wait for that read instead of each taking a connection from the pool.
+        self._loading: dict[str, asyncio.Future[TopicInfo | None]] = {}
 
     def invalidate(self, name: str | None = None) -> None:
         if name is None:
@@ -48,6 +52,27 @@ class TopicDirectory:
         now = time.monotonic()
         if hit is not None and now - hit[0] < self._ttl:
             return hit[1]
+        loading = self._loading.get(name)
+        if loading is not None:
+            return await asyncio.shield(loading)
+        loading = asyncio.get_running_loop().create_future()
+        self._loading[name] = loading
+        try:
+            info = await self._load(name, now)
+        except asyncio.CancelledError:
+            loading.cancel()
+            raise
+        except Exception as exc:
+            loading.set_exception(exc)
+            loading.exception()  # marked retrieved: with nobody waiting, asyncio must not log it
+            raise
+        else:
+            loading.set_result(info)
+        finally:
+            self._loading.pop(name, None)
+        return info
+
+    async def _load(self, name: str, now: float) -> TopicInfo | None:
         async with self._sessions() as session:
             topic = await session.scalar(select(Topic).where(Topic.name == name))
         if topic is None:

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.storage.models import Base
+from gateway.storage.numbering import number_new_deliveries
 
 __all__ = ["GroupCommitWriter"]
 
@@ -76,6 +77,7 @@ class GroupCommitWriter:
         async with self._sessions() as session:
             for rows in groups:
                 session.add_all(rows)
+            await number_new_deliveries(session)
             await session.commit()
             # The rows are handed back to their callers; detach them from the closed session.
             session.expunge_all()
