@@ -241,9 +241,10 @@ class Actions:
         webhooks' rows for ``webhook_event`` (named by its ``event``), to ``session``; the returned makers
         build the jobs once the commit has given the rows their ids."""
         deliveries = [
-            event_row(message.id, channel, name, payload, now)
-            for channel in self._outbox.channels
-            for name, payload in payloads.items()
+            event_row(message.id, name, event, payload, now)
+            for name, channel in self._outbox.channels.items()
+            for event, payload in payloads.items()
+            if await channel.wants(topic.name, event)
         ]
         session.add_all(deliveries)
         deliveries += await self._webhooks.queue(

@@ -35,12 +35,12 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from gateway.channels import Channel, Job, Outcome, State
+from gateway.channels import BroadcastChannel, Channel, Job, Outcome, State
 from gateway.config import OutboxConfig
 from gateway.envelope import as_utc, envelope
 from gateway.storage.models import Delivery, Message, Receipt, Topic, utcnow
@@ -155,7 +155,7 @@ class Outbox:
         self._sessions = sessions
         self._config = config
         self._lanes: dict[str, _Lane] = {}
-        self._broadcast: dict[str, Channel] = {}
+        self._broadcast: dict[str, BroadcastChannel] = {}
         self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=_QUEUE_SIZE)
         self._queued: set[int] = set()  # every job in memory, from submit until its outcome is recorded
         self._finished: list[tuple[Job, Outcome]] = []  # outcomes of lane workers, recorded by the loop
@@ -172,7 +172,7 @@ class Outbox:
         self.sent = 0
 
     @property
-    def channels(self) -> Mapping[str, Channel]:
+    def channels(self) -> Mapping[str, BroadcastChannel]:
         """The broadcast channels: each gets a row for every message and every event."""
         return self._broadcast
 
@@ -192,7 +192,7 @@ class Outbox:
         policy = retry or RetryPolicy(self._config.poll_interval * 5, _DEFAULT_RETRY_CEILING)
         self._lanes[channel.name] = _Lane(channel, broadcast, policy, concurrency)
         if broadcast:
-            self._broadcast[channel.name] = channel
+            self._broadcast[channel.name] = cast(BroadcastChannel, channel)
 
     def on_delivered(self, hook: DeliveredHook) -> None:
         self._on_delivered = hook

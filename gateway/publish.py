@@ -8,17 +8,20 @@ broadcast channel (MQTT) and one per registered device the message goes to (``ga
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass, replace
 
-from gateway.access import Access, Principal
+from gateway.access import Access, Principal, TopicInfo
 from gateway.channels import Job
 from gateway.config import LimitsConfig
 from gateway.envelope import envelope
+from gateway.errors import PushgateError
 from gateway.ids import new_id
 from gateway.outbox import Outbox
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import RateLimiter, RateState
 from gateway.request import PushRequest, PushResult
-from gateway.storage.models import Delivery, Message, Receipt, utcnow
+from gateway.storage.models import Base, Delivery, Message, Receipt, utcnow
 from gateway.targets import DeviceTargets
 from gateway.topics import TopicDirectory
 from gateway.validation import validate
@@ -54,6 +57,46 @@ class Publisher:
         topic = await self._topics.get(req.topic)
         if principal is None:
             principal = await self._access.authenticate(req.credential)
+        accepted = self._accept(req, topic, principal)
+        await self._writer.write(accepted.rows)
+        result = self._route(accepted)
+        listening = 0
+        for channel in self._outbox.channels.values():
+            listening += await channel.subscribers(topic.name)
+        return replace(result, subscribers=result.subscribers + listening)
+
+    def submit(self, req: PushRequest, principal: Principal) -> asyncio.Future[PushResult]:
+        """``publish`` for an edge that must not wait per message (the broker's reader handles the next
+        packet while this one is committed): with the topic cached and room in the writer's queue, no Task
+        is made. The result's ``subscribers`` counts device targets only; MQTT answers with a PUBACK."""
+        topic = self._topics.cached(req.topic)
+        if topic is None:
+            return asyncio.ensure_future(self.publish(req, principal))
+        result: asyncio.Future[PushResult] = asyncio.get_running_loop().create_future()
+        try:
+            accepted = self._accept(req, topic, principal)
+        except PushgateError as exc:
+            result.set_exception(exc)
+            return result
+        written = self._writer.submit(accepted.rows)
+        if written is None:  # the writer is backed up: wait for room like every other caller
+            return asyncio.ensure_future(self._write_and_route(accepted))
+
+        def _written(done: asyncio.Future[None]) -> None:
+            if done.exception() is not None:
+                result.set_exception(done.exception())  # type: ignore[arg-type]
+            else:
+                result.set_result(self._route(accepted))
+
+        written.add_done_callback(_written)
+        return result
+
+    async def _write_and_route(self, accepted: _Accepted) -> PushResult:
+        await self._writer.write(accepted.rows)
+        return self._route(accepted)
+
+    def _accept(self, req: PushRequest, topic: TopicInfo, principal: Principal) -> _Accepted:
+        """Authorise, rate-limit and validate, and build the rows to store; raises a ``PushgateError``."""
         self._access.check(principal, topic)
         rate = self._limiter.acquire(principal, req.client_addr)  # a refused push stores nothing
         valid = validate(req, self._limits)
@@ -103,14 +146,36 @@ class Publisher:
             )
             for target in devices
         ]
-        await self._writer.write([message, receipt, *deliveries])
+        return _Accepted(req, principal, topic, message, receipt, deliveries, len(devices), rate)
 
-        payload = envelope(message, receipt.id, topic.name)
+    def _route(self, accepted: _Accepted) -> PushResult:
+        """Hand the committed deliveries to the outbox; the answer an edge gives."""
+        message, topic = accepted.message, accepted.topic
+        payload = envelope(message, accepted.receipt.id, topic.name)
         self._outbox.submit(
-            [Job(d.id, d.channel, message.id, topic.name, payload, "", d.target) for d in deliveries]
+            [Job(d.id, d.channel, message.id, topic.name, payload, "", d.target) for d in accepted.deliveries]
         )
-        subscribers = len(devices)
-        for channel in self._outbox.channels.values():
-            subscribers += await channel.subscribers(topic.name)
-        log.info("accepted %s on %s from %s (%s)", message.id, topic.name, req.source, principal)
-        return PushResult(message.id, receipt.id, topic.name, now, subscribers, rate)
+        log.info(
+            "accepted %s on %s from %s (%s)", message.id, topic.name, accepted.req.source, accepted.principal
+        )
+        return PushResult(
+            message.id, accepted.receipt.id, topic.name, message.created_at, accepted.devices, accepted.rate
+        )
+
+
+@dataclass(slots=True)
+class _Accepted:
+    """A push that passed every check, with the rows that store it."""
+
+    req: PushRequest
+    principal: Principal
+    topic: TopicInfo
+    message: Message
+    receipt: Receipt
+    deliveries: list[Delivery]
+    devices: int
+    rate: RateState | None
+
+    @property
+    def rows(self) -> list[Base]:
+        return [self.message, self.receipt, *self.deliveries]

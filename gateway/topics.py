@@ -47,11 +47,18 @@ class TopicDirectory:
         else:
             self._cache.pop(name, None)
 
-    async def find(self, name: str) -> TopicInfo | None:
+    def cached(self, name: str) -> TopicInfo | None:
+        """The topic if its cache entry is fresh, without waiting; else ``None`` (call ``find``)."""
         hit = self._cache.get(name)
-        now = time.monotonic()
-        if hit is not None and now - hit[0] < self._ttl:
+        if hit is not None and time.monotonic() - hit[0] < self._ttl:
             return hit[1]
+        return None
+
+    async def find(self, name: str) -> TopicInfo | None:
+        hit = self.cached(name)
+        if hit is not None:
+            return hit
+        now = time.monotonic()
         loading = self._loading.get(name)
         if loading is not None:
             return await asyncio.shield(loading)

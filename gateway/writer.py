@@ -33,9 +33,21 @@ class GroupCommitWriter:
 
     async def write(self, rows: Sequence[Base]) -> None:
         """Return once ``rows`` are committed; raise the database error if their transaction failed."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put((rows, future))
+        future = self.submit(rows)
+        if future is None:  # the queue is full: wait for room
+            future = asyncio.get_running_loop().create_future()
+            await self._queue.put((rows, future))
         await future
+
+    def submit(self, rows: Sequence[Base]) -> asyncio.Future[None] | None:
+        """Queue ``rows`` without waiting; the future settles as ``write`` returns. ``None`` when the queue
+        is full, so the caller waits (``write``) instead of memory growing."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((rows, future))
+        except asyncio.QueueFull:
+            return None
+        return future
 
     async def run(self) -> None:
         """Commit batches until ``stop`` is called; what was queued before the stop is still written."""

@@ -224,13 +224,13 @@ async def test_envelope_carries_the_category_of_predefined_action_sets(
     assert json.loads((await hub.receive()).payload)["category"] == category
 
 
-async def test_delivered_is_announced_and_unheard_receipt_updates_do_not_wait(
+async def test_delivered_is_announced_and_unheard_receipt_updates_are_not_stored(
     server: Server, admin: Admin, http: httpx.AsyncClient, make_client
 ) -> None:
     from sqlalchemy import select
 
     from gateway.storage import database
-    from gateway.storage.models import Delivery
+    from gateway.storage.models import Delivery, Receipt
 
     await admin.create_topic("ops")
     hub: MqttClient = await make_client()
@@ -249,22 +249,26 @@ async def test_delivered_is_announced_and_unheard_receipt_updates_do_not_wait(
         1,
     )
 
-    # On a topic where nobody listens to …/receipt, the delivered update is dropped, not left waiting.
+    # On a topic where nobody listens to …/receipt, the delivered update is not stored, let alone left
+    # waiting: the receipt turns delivered in the transaction that would have added the row.
     await admin.create_topic("quiet")
     assert await hub.subscribe("pushgate/quiet/message") == 1
     marker = (await http.post("/api/push/quiet", content="second")).json()
     assert json.loads((await hub.receive()).payload)["id"] == marker["id"]
     engine = database.create_engine(server.config.storage)
+    sessions = database.session_factory(engine)
 
-    async def receipt_rows_settled() -> set[str] | None:
-        async with database.session_factory(engine)() as session:
-            query = select(Delivery.state).where(
-                Delivery.message_id == marker["id"], Delivery.event == "receipt"
-            )
-            states = set(await session.scalars(query))
-        return states if states and "pending" not in states else None
+    async def delivered() -> bool:
+        async with sessions() as session:
+            status = await session.scalar(select(Receipt.status).where(Receipt.message_id == marker["id"]))
+        return status == "delivered"
 
     try:
-        assert await until(receipt_rows_settled, "the receipt row's outcome") == {"expired"}
+        await until(delivered, "the receipt to turn delivered")
+        async with sessions() as session:
+            events = await session.scalars(
+                select(Delivery.event).where(Delivery.message_id == marker["id"], Delivery.event != "")
+            )
+            assert list(events) == []
     finally:
         await engine.dispose()

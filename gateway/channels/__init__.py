@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-__all__ = ["Channel", "Job", "Outcome", "State"]
+__all__ = ["BroadcastChannel", "Channel", "Job", "Outcome", "State"]
 
 
 class State(StrEnum):
@@ -46,3 +46,11 @@ class Channel(Protocol):
         ...
 
     async def deliver(self, job: Job) -> Outcome: ...
+
+
+class BroadcastChannel(Channel, Protocol):
+    """A channel that gets a row for every message and event (``Outbox.add_channel(broadcast=True)``)."""
+
+    async def wants(self, topic: str, event: str) -> bool:
+        """Whether a row for ``event`` on ``topic`` is worth storing now; ``False`` skips it."""
+        ...

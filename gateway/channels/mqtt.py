@@ -40,13 +40,18 @@ class MqttChannel:
     async def subscribers(self, topic: str) -> int:
         return await self._egress.subscriber_count(message_topic(self._prefix, topic))
 
+    async def wants(self, topic: str, event: str) -> bool:
+        """A receipt update is a snapshot that the next one supersedes (and GET /api/receipts has the
+        current state): with nobody listening it is not stored at all. Everything else waits for one."""
+        if event != "receipt":
+            return True
+        return await self._egress.subscriber_count(message_topic(self._prefix, topic, event)) > 0
+
     async def deliver(self, job: Job) -> Outcome:
         mqtt_topic = message_topic(self._prefix, job.topic, job.event)
         count = await self._egress.subscriber_count(mqtt_topic)
         if count == 0:
-            if job.event == "receipt":
-                # A receipt update is a snapshot that the next one supersedes (and GET /api/receipts has
-                # the current state): with nobody listening it is not kept waiting.
+            if job.event == "receipt":  # the subscriber left since ``wants``: the snapshot is not kept
                 return Outcome(State.EXPIRED, error="no subscriber for receipt updates")
             return Outcome(State.WAITING)
         await self._egress.publish(mqtt_topic, job.payload, 1)
