@@ -12,10 +12,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import insert, inspect
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from gateway.storage.models import Base
-from gateway.storage.numbering import number_new_deliveries
+from gateway.storage.models import Base, Delivery
+from gateway.storage.numbering import reserve_delivery_ids
 
 __all__ = ["GroupCommitWriter"]
 
@@ -86,14 +87,42 @@ class GroupCommitWriter:
             self._settle(future)
 
     async def _transaction(self, groups: list[Sequence[Base]]) -> None:
+        """Insert the groups' rows with one executemany statement per table (and set of columns given),
+        not through the ORM's unit of work, which costs more than the rest of a push together. Tables
+        are inserted in the order they first appear in a group, so a group lists parents first."""
+        tables: dict[tuple[type[Base], frozenset[str]], list[tuple[Base, dict[str, Any]]]] = {}
+        for rows in groups:
+            for row in rows:
+                values = _column_values(row)
+                tables.setdefault((type(row), frozenset(values)), []).append((row, values))
         async with self._sessions() as session:
-            for rows in groups:
-                session.add_all(rows)
-            await number_new_deliveries(session)
+            written = False
+            for (model, _), batch in tables.items():
+                if model is Delivery and any(values.get("id") is None for _, values in batch):
+                    await self._insert_deliveries(session, batch, written=written)
+                else:
+                    await session.execute(insert(model), [values for _, values in batch])
+                written = True
             await session.commit()
-            # The rows are handed back to their callers; detach them from the closed session.
-            session.expunge_all()
         self.commits += 1
+
+    @staticmethod
+    async def _insert_deliveries(
+        session: Any, batch: list[tuple[Base, dict[str, Any]]], *, written: bool
+    ) -> None:
+        """Insert deliveries without ids and give the row objects theirs (callers turn them into jobs)."""
+        first = await reserve_delivery_ids(session, len(batch)) if written else None
+        if first is not None:
+            for number, (row, values) in enumerate(batch, first):
+                values["id"] = row.id = number  # type: ignore[attr-defined]
+            await session.execute(insert(Delivery), [values for _, values in batch])
+            return
+        ids = await session.scalars(
+            insert(Delivery).returning(Delivery.id, sort_by_parameter_order=True),
+            [values for _, values in batch],
+        )
+        for (row, _), number in zip(batch, ids.all(), strict=True):
+            row.id = number  # type: ignore[attr-defined]
 
     @staticmethod
     def _settle(future: asyncio.Future[None], *, error: bool = False) -> None:
@@ -103,3 +132,9 @@ class GroupCommitWriter:
             future.set_exception(RuntimeError("the message could not be stored; see the server log"))
         else:
             future.set_result(None)
+
+
+def _column_values(row: Base) -> dict[str, Any]:
+    """The column values set on a new row object; columns left unset get their defaults in the INSERT."""
+    state = inspect(row)
+    return {attr.key: state.dict[attr.key] for attr in state.mapper.column_attrs if attr.key in state.dict}

@@ -1,10 +1,10 @@
 """Delivery ids given by pushgate on SQLite, so new outbox rows go out as one executemany INSERT.
 
-SQLite cannot return the ids of a multi-row INSERT in order, so for rows without ids SQLAlchemy's unit of
-work sends one INSERT per delivery: a driver round trip (a thread hop with aiosqlite) per row, the
-largest single cost of a push. A transaction that has already written holds SQLite's write lock until it
-commits, so nobody else can insert a delivery meanwhile and the ids after the current maximum are its
-own. Other backends return ordered ids from a multi-row INSERT themselves and are left alone.
+SQLite cannot return the ids of a multi-row INSERT in order, so for rows without ids SQLAlchemy sends one
+INSERT per delivery: a driver round trip (a thread hop with aiosqlite) per row, the largest single cost
+of a push. A transaction that has already written holds SQLite's write lock until it commits, so nobody
+else can insert a delivery meanwhile and the ids after the current maximum are its own. Other backends
+return the ids of a multi-row INSERT in order themselves and are left to do so.
 """
 
 from __future__ import annotations
@@ -15,24 +15,32 @@ from sqlalchemy import func, select
 
 from gateway.storage.models import Delivery
 
-__all__ = ["number_new_deliveries"]
+__all__ = ["number_new_deliveries", "reserve_delivery_ids"]
+
+
+async def reserve_delivery_ids(session: Any, count: int) -> int | None:
+    """The first of ``count`` free consecutive delivery ids, or ``None`` where the database numbers rows
+    itself. Only for a transaction that has written already: the write lock makes the ids safe."""
+    if session.get_bind().dialect.name != "sqlite":
+        return None
+    top = await session.scalar(select(func.max(Delivery.id)))
+    return (top or 0) + 1
 
 
 async def number_new_deliveries(session: Any, *, written: bool = False) -> None:
     """Number the deliveries added to ``session`` since its last flush, in the order they were added.
 
-    The write lock is what makes the numbers safe: ``written`` says this transaction has written already;
-    otherwise the other new rows are flushed first, and with none the ORM numbers the rows as usual.
+    ``written`` says this transaction has written already; otherwise the other new rows are flushed
+    first to take the lock, and with none the ORM numbers the rows as usual.
     """
-    if session.get_bind().dialect.name != "sqlite":
-        return
     new = [row for row in session.new if isinstance(row, Delivery) and row.id is None]
     if not new or not (written or len(session.new) > len(new)):
         return
     for row in new:
         session.expunge(row)
     await session.flush()
-    top = await session.scalar(select(func.max(Delivery.id))) or 0
-    for number, row in enumerate(new, top + 1):
-        row.id = number
+    first = await reserve_delivery_ids(session, len(new))
+    if first is not None:
+        for number, row in enumerate(new, first):
+            row.id = number
     session.add_all(new)
