@@ -1,5 +1,5 @@
 """MQTT framing checks that amqtt 0.12.1 lacks: the CONNECT read with a deadline and a size limit, protocol
-version negotiation, and a per-packet size limit for the rest of the connection.
+version negotiation (the per-packet size limit after CONNECT is ``broker.wire``'s).
 
 Kept apart from the broker so the byte-level rules can be read (and tested) without a socket.
 """
@@ -14,8 +14,6 @@ from amqtt.errors import MQTTError
 __all__ = [
     "CONNACK_UNACCEPTABLE_PROTOCOL",
     "ConnectRejected",
-    "PacketSizeGuard",
-    "PacketTooLarge",
     "protocol_of",
     "read_connect",
 ]
@@ -33,10 +31,6 @@ class ConnectRejected(MQTTError):
     def __init__(self, message: str, reply: bytes | None = None) -> None:
         super().__init__(message)
         self.reply = reply
-
-
-class PacketTooLarge(MQTTError):
-    """Raised when a packet's remaining length is above the configured maximum."""
 
 
 async def _remaining_length(reader: ReaderAdapter) -> int:
@@ -108,47 +102,3 @@ def check_protocol(packet: bytes) -> None:
             f"protocol {name} level {level} is not supported", CONNACK_UNACCEPTABLE_PROTOCOL
         )
     raise ConnectRejected(f"unknown protocol {name!r} level {level}")
-
-
-class PacketSizeGuard(ReaderAdapter):
-    """Wraps a connection's reader and refuses any packet whose remaining length exceeds ``max_size``.
-
-    It follows the framing as the handler reads it (the fixed header byte by byte, then exactly the
-    remaining length), so the check happens before the packet body is read into memory.
-    """
-
-    def __init__(self, inner: ReaderAdapter, max_size: int) -> None:
-        self._inner = inner
-        self._max = max_size
-        self._state = "type"  # "type" -> "length" -> "body" -> "type"
-        self._remaining = 0
-        self._length = 0
-        self._multiplier = 1
-
-    async def read(self, n: int = -1) -> bytes:
-        data = await self._inner.read(n)
-        self._track(data)
-        return data
-
-    def _track(self, data: bytes) -> None:
-        if self._state == "body":
-            self._remaining -= len(data)
-            if self._remaining <= 0:
-                self._state = "type"
-            return
-        for byte in data:  # the fixed header arrives one byte per read
-            if self._state == "type":
-                self._state, self._length, self._multiplier = "length", 0, 1
-                continue
-            self._length += (byte & 0x7F) * self._multiplier
-            self._multiplier *= 128
-            if not byte & 0x80:
-                if self._length > self._max:
-                    raise PacketTooLarge(
-                        f"packet of {self._length} bytes is above the {self._max}-byte limit"
-                    )
-                self._remaining = self._length
-                self._state = "body" if self._length else "type"
-
-    def feed_eof(self) -> None:
-        self._inner.feed_eof()

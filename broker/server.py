@@ -25,7 +25,7 @@ from amqtt.contexts import Action, ListenerType
 from amqtt.errors import MQTTError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
-from amqtt.session import ApplicationMessage, OutgoingApplicationMessage, Session
+from amqtt.session import OutgoingApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
 from broker.framing import ConnectRejected, check_protocol, read_connect
@@ -34,6 +34,7 @@ from broker.home_acl import HomeAcl
 from broker.ingest import action_report, error_payload, push_request
 from broker.topic_tree import TopicTree
 from broker.topics import DEVICE_LEAVES, PushgateTopic, parse_filter, parse_topic
+from broker.wire import Outgoing, remaining_length
 from gateway import credentials
 from gateway.access import ANONYMOUS, Principal
 from gateway.config import MqttConfig
@@ -68,13 +69,14 @@ class PushgateBroker(Broker):
         self._gateway = gateway
         self._config = config
         self._prefix = config.prefix
-        self._ingesting: set[asyncio.Task[bool]] = set()
+        self._ingesting: set[asyncio.Future[Any]] = set()
         self._home_acl = HomeAcl(config.home_acl)
         self._tree: TopicTree[Session] = TopicTree()  # the routing index; upstream's dict stays for its code
         self._audit: asyncio.Task[None] | None = None
         self._audit_now = asyncio.Event()
         gateway.on_keys_revoked(self._audit_now.set)
-        self.dropped_queued = 0  # QoS 1/2 messages dropped because an offline session's queue was full
+        self.dropped_queued = 0  # QoS 1/2 messages dropped because a session's queue was full
+        self.dropped_qos0 = 0  # QoS 0 messages dropped because the client did not read its socket
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -175,7 +177,7 @@ class PushgateBroker(Broker):
         return len(sessions)
 
     async def publish(self, mqtt_topic: str, payload: bytes, qos: int) -> None:
-        await self._broadcast_message(None, mqtt_topic, payload, qos)
+        await self._route(mqtt_topic, payload, qos)
 
     # -- CONNECT -------------------------------------------------------------------------------------
 
@@ -215,9 +217,7 @@ class PushgateBroker(Broker):
         session = await self._attach_session(session)
         if session.keep_alive > 0:
             session.keep_alive = math.ceil(session.keep_alive * _KEEPALIVE_GRACE)
-        handler = IngestProtocolHandler(
-            self, self._config.max_packet_size, self.plugins_manager, loop=self._loop
-        )
+        handler = IngestProtocolHandler(self, self._config, self.plugins_manager, loop=self._loop)
         return handler, session
 
     async def _attach_session(self, incoming: Session) -> Session:
@@ -291,13 +291,26 @@ class PushgateBroker(Broker):
         return await self._may_receive(session, topic)
 
     async def _may_receive(self, session: Session, topic: str) -> bool:
+        verdict = self._receive_verdict(session, topic)
+        if verdict is not None:
+            return verdict
+        principal: Principal = session.attributes.get(PRINCIPAL, ANONYMOUS)
+        parsed = parse_topic(self._prefix, topic)
+        assert parsed is not None
+        return await self._may_access(principal, parsed.name)
+
+    def _receive_verdict(self, session: Session, topic: str) -> bool | None:
+        """``_may_receive`` without waiting, or ``None`` when the topic's privacy is not cached."""
         principal: Principal = session.attributes.get(PRINCIPAL, ANONYMOUS)
         parsed = parse_topic(self._prefix, topic)
         if parsed is None:
             if topic.split("/", 1)[0] == self._prefix:
                 return principal.kind == "user"  # a malformed pushgate topic: only users see such things
             return self._home_acl.allows(principal, "read", topic)
-        return await self._may_access(principal, parsed.name)
+        info = self._gateway.topics.cached(parsed.name)
+        if info is None:
+            return None
+        return self._gateway.access.may_access(principal, info)
 
     async def _may_subscribe(self, principal: Principal, topic_filter: str) -> bool:
         parsed = parse_filter(self._prefix, topic_filter)
@@ -343,85 +356,128 @@ class PushgateBroker(Broker):
 
     # -- routing -------------------------------------------------------------------------------------
 
-    async def _handle_message_delivery(
-        self, client_session: Session, handler: Any, wait_deliver: Any
-    ) -> bool:
-        """Replaces ``Broker._handle_message_delivery``.
+    async def _client_message_loop(self, client_session: Session, handler: BrokerProtocolHandler) -> None:
+        """Replaces ``Broker._client_message_loop``.
 
-        Upstream disconnects any client that publishes to a ``$``-topic (the spec only forbids delivering
-        it to wildcard subscribers, which ``_matches`` already ensures) and broadcasts without the
-        publish QoS, so subscribers got the message at their own QoS instead of the lower of the two.
-        Pushes that reach this queued path (QoS 2) go to the core.
+        Upstream waited on four futures with ``asyncio.wait`` and made a new Task for every message,
+        subscription and unsubscription a client sent. The handler's reader now handles those inline
+        (``accept_publish``, ``subscribe``, ``unsubscribe``), so the connection only waits for its end.
         """
-        app_message: ApplicationMessage | None = wait_deliver.result()
-        if app_message is None:
-            return True
-        topic = app_message.topic
-        if not topic or "#" in topic or "+" in topic:
-            log.warning("%s published to invalid topic %r: disconnecting", client_session.client_id, topic)
-            return False  # MQTT-3.3.2-2
+        try:
+            result = await handler.wait_disconnect()
+        except asyncio.CancelledError:
+            return
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(result)
+        await self._handle_disconnect(client_session, handler, done)
+
+    async def subscribe(
+        self, session: Session, handler: IngestProtocolHandler, packet_id: int, topics: list[tuple[str, int]]
+    ) -> None:
+        """What ``Broker._handle_subscription`` does, called by the reader inline: grant or refuse each
+        filter, SUBACK, then the retained messages of the granted ones."""
+        codes = [await self.add_subscription(subscription, session) for subscription in topics]
+        handler.send(
+            bytes((0x90,)) + remaining_length(2 + len(codes)) + packet_id.to_bytes(2, "big") + bytes(codes)
+        )
+        for subscription, code in zip(topics, codes, strict=True):
+            if code != _SUBACK_FAILURE:
+                await self._publish_retained_messages_for_subscription(subscription, session)
+
+    def unsubscribe(self, session: Session, topics: list[str]) -> None:
+        """What ``Broker._handle_unsubscription`` does, without its plugin events."""
+        for topic_filter in topics:
+            self._del_subscription(topic_filter, session)
+
+    async def accept_publish(
+        self, session: Session, topic: str, data: bytes, qos: int, retain: bool
+    ) -> asyncio.Future[bool] | None:
+        """A client's PUBLISH (at QoS 2, on PUBREL), called by its reader inline; replaces upstream's
+        ``_handle_message_delivery`` path (the session's delivery queue, a Task per message).
+
+        Upstream disconnected any client publishing to a ``$``-topic (the spec only forbids delivering
+        it to wildcard subscribers, which the topic tree ensures). Returns a future when the message is a
+        push being committed (the acknowledgement waits for it), else ``None``: the message has been
+        routed, or refused by the ACL and dropped (acknowledged all the same, as mosquitto does).
+        """
         if self.is_ingest_topic(topic):
-            await self.ingest(client_session, topic, bytes(app_message.data))
-            return True
-        if not await self._topic_filtering(client_session, topic, Action.PUBLISH):
-            log.info("%s may not publish to %s: dropped", client_session.client_id, topic)
-            return True
-        await self._broadcast_message(client_session, topic, app_message.data, app_message.qos)
-        if app_message.publish_packet and app_message.publish_packet.retain_flag:
-            await self.retain_message(client_session, topic, app_message.data, app_message.qos)
-        return True
+            return self._ingest_now(session, topic, data)
+        if not await self._topic_filtering(session, topic, Action.PUBLISH):
+            log.info("%s may not publish to %s: dropped", session.client_id, topic)
+            return None
+        await self._route(topic, data, qos)
+        if retain:
+            await self.retain_message(session, topic, data, qos)
+        return None
+
+    async def _broadcast_message(
+        self,
+        session: Session | None,
+        topic: str | None,
+        data: bytes | bytearray | None,
+        force_qos: int | None = None,
+    ) -> None:
+        """Replaces ``Broker._broadcast_message``: routed at once instead of through the broadcast queue,
+        whose loop made an ``asyncio.wait`` and a Task per message and one more per subscriber."""
+        if topic is not None and data is not None:
+            await self._route(topic, bytes(data), force_qos)
 
     async def _run_broadcast(self, running_tasks: deque[asyncio.Task[OutgoingApplicationMessage]]) -> None:
-        """Replaces ``Broker._run_broadcast``.
-
-        Finds subscribers in the topic tree (upstream tested every filter in the broker), delivers at the
-        lower of the publish and subscription QoS (upstream used the subscription's, so a QoS 0 publish
-        reached QoS 1/2 subscribers at QoS 1/2) and bounds each offline persistent session's queue at
-        ``max_queued_messages``, counting what it drops (upstream's queue was unbounded).
-        """
+        """Replaces ``Broker._run_broadcast`` (every filter in the broker tested per message): anything
+        still put on upstream's broadcast queue is routed like the rest."""
         broadcast = await self._broadcast_queue.get()
-        topic: str = broadcast["topic"]
-        data = broadcast["data"]
-        published_qos: int | None = broadcast.get("qos")
-        for _client_id, target, subscribed_qos in list(self._tree.match(topic)):
-            qos = subscribed_qos if published_qos is None else min(published_qos, subscribed_qos)
-            if not await self._may_receive(target, topic):
+        await self._route(broadcast["topic"], bytes(broadcast["data"]), broadcast.get("qos"))
+
+    async def _route(self, topic: str, data: bytes, published_qos: int | None) -> None:
+        """Deliver to every session whose subscription matches, found in the topic tree.
+
+        The QoS is the lower of the publish and the subscription (upstream used the subscription's, so a
+        QoS 0 publish reached QoS 1/2 subscribers at QoS 1/2; ``None``: the subscription's, for the
+        core's own messages). The message is encoded once for all subscribers. An offline persistent
+        session's queue is bounded at ``max_queued_messages``, counting what it drops.
+        """
+        matches = list(self._tree.match(topic))
+        if not matches:
+            return
+        message = Outgoing(topic, data)
+        for _client_id, target, subscribed_qos in matches:
+            qos = subscribed_qos if published_qos is None or published_qos > subscribed_qos else published_qos
+            verdict = self._receive_verdict(target, topic)
+            if verdict is None:
+                verdict = await self._may_receive(target, topic)
+            if not verdict:
                 continue
             if target.transitions.state != "connected":
                 if not target.clean_session and qos > 0:
-                    self._queue_for_offline(target, topic, data, qos)
+                    self.queue_offline(target, topic, data, qos)
                 continue
             handler = self._get_handler(target)
-            if handler is not None:
-                running_tasks.append(
-                    asyncio.ensure_future(handler.mqtt_publish(topic, data, qos, retain=False))
-                )
+            if isinstance(handler, IngestProtocolHandler):
+                handler.deliver(message, qos)
 
-    def _queue_for_offline(self, session: Session, topic: str, data: bytes, qos: int) -> None:
+    def queue_offline(self, session: Session, topic: str, data: bytes, qos: int) -> bool:
+        """Hold a QoS 1/2 message for a persistent session until it reconnects; False when its queue
+        was full and the message dropped (counted)."""
         if session.retained_messages.qsize() >= self._config.max_queued_messages:
-            self.dropped_queued += 1
-            log.warning(
-                "queue of offline session %s is full: message on %s dropped", session.client_id, topic
-            )
-            return
-        session.retained_messages.put_nowait(_QueuedMessage(topic, data, qos))
+            self.count_dropped(session, topic)
+            return False
+        session.retained_messages.put_nowait(_QueuedMessage(topic, data, qos))  # type: ignore[arg-type]
+        return True
+
+    def count_dropped(self, session: Session, topic: str) -> None:
+        self.dropped_queued += 1
+        log.warning("queue of session %s is full: message on %s dropped", session.client_id, topic)
 
     async def _publish_session_retained_messages(self, session: Session) -> None:
-        """Replaces ``Broker._publish_session_retained_messages``: messages queued while the session was
-        offline are delivered with the retain flag clear (upstream set it: they are not retained ones)."""
+        """Replaces ``Broker._publish_session_retained_messages`` (a Task per message): messages queued
+        while the session was offline go out in order through the window, with the retain flag clear
+        (upstream set it: they are not retained ones)."""
         handler = self._get_handler(session)
-        if handler is None:
+        if not isinstance(handler, IngestProtocolHandler):
             return
-        tasks = []
         while not session.retained_messages.empty():
-            queued = session.retained_messages.get_nowait()
-            tasks.append(
-                asyncio.ensure_future(
-                    handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=False)
-                )
-            )
-        if tasks:
-            await asyncio.wait(tasks)
+            queued: _QueuedMessage = session.retained_messages.get_nowait()  # type: ignore[assignment]
+            handler.deliver(Outgoing(queued.topic, queued.data), queued.qos)
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
@@ -432,6 +488,8 @@ class PushgateBroker(Broker):
         messages without the ACL's receive check: a client could read retained messages of topics it may
         not read. Here only the session's own subscriptions count, and each retained topic is checked.
         """
+        if not self._retained_messages:
+            return
         topic_filter, _ = subscription
         granted = next(
             (
@@ -442,17 +500,12 @@ class PushgateBroker(Broker):
             None,
         )
         handler = self._get_handler(session)
-        if granted is None or handler is None:
+        if granted is None or not isinstance(handler, IngestProtocolHandler):
             return
-        tasks = []
         for topic, retained in list(self._retained_messages.items()):
             if self._matches(topic, topic_filter) and await self._may_receive(session, topic):
                 qos = granted if retained.qos is None else min(granted, retained.qos)
-                tasks.append(
-                    asyncio.ensure_future(handler.mqtt_publish(topic, retained.data, qos, retain=True))
-                )
-        if tasks:
-            await asyncio.wait(tasks)
+                handler.deliver(Outgoing(topic, bytes(retained.data)), qos, retain=True)
 
     # -- ingest --------------------------------------------------------------------------------------
 
@@ -462,6 +515,49 @@ class PushgateBroker(Broker):
         self._ingesting.add(task)
         task.add_done_callback(self._ingesting.discard)
         return task
+
+    def _ingest_now(self, session: Session, mqtt_topic: str, payload: bytes) -> asyncio.Future[bool] | None:
+        """``ingest`` without a Task when the topic is cached: the core's ``Publisher.submit`` joins the
+        group commit and resolves the returned future once stored. Other cases take ``start_ingest``."""
+        parsed = parse_topic(self._prefix, mqtt_topic)
+        assert parsed is not None
+        info = self._gateway.topics.cached(parsed.name) if parsed.leaf == "push" else None
+        if info is None:
+            return self.start_ingest(session, mqtt_topic, payload)
+        principal: Principal = session.attributes.get(PRINCIPAL, ANONYMOUS)
+        if not self._gateway.access.may_access(principal, info):
+            log.info("MQTT client %s may not push to %s: dropped", session.client_id, parsed.name)
+            return None
+        try:
+            request = push_request(parsed.name, payload, session.remote_address)
+        except PushgateError as exc:
+            self._refused(session, parsed.name, exc)
+            return None
+        submitted = self._gateway.publisher.submit(request, principal)
+        settled: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def _stored(done: asyncio.Future[Any]) -> None:
+            self._ingesting.discard(settled)
+            if done.cancelled():
+                settled.set_result(False)
+                return
+            exc = done.exception()
+            if isinstance(exc, PushgateError):
+                self._refused(session, parsed.name, exc)
+            elif exc is not None:
+                log.error("MQTT push on %s from %s failed", parsed.name, session.client_id, exc_info=exc)
+            settled.set_result(exc is None or isinstance(exc, PushgateError))
+
+        self._ingesting.add(settled)
+        submitted.add_done_callback(_stored)
+        return settled
+
+    def _refused(self, session: Session, name: str, exc: PushgateError) -> None:
+        """A push refused for the client's fault is answered on ``…/error`` (a Task only then)."""
+        log.info("MQTT push on %s from %s refused: %s", name, session.client_id, exc.message)
+        error = asyncio.ensure_future(self._route(f"{self._prefix}/{name}/error", error_payload(exc), 0))
+        self._ingesting.add(error)
+        error.add_done_callback(self._ingesting.discard)
 
     def is_ingest_topic(self, mqtt_topic: str) -> bool:
         parsed = parse_topic(self._prefix, mqtt_topic)
@@ -486,7 +582,7 @@ class PushgateBroker(Broker):
                 )
         except PushgateError as exc:
             log.info("MQTT push on %s from %s refused: %s", parsed.name, session.client_id, exc.message)
-            await self._broadcast_message(None, f"{self._prefix}/{parsed.name}/error", error_payload(exc), 0)
+            await self._route(f"{self._prefix}/{parsed.name}/error", error_payload(exc), 0)
             return True
         except Exception:
             log.exception("MQTT push on %s from %s failed", parsed.name, session.client_id)

@@ -81,6 +81,10 @@ class MqttConfig:
     # QoS 1/2 messages queued per offline persistent session; beyond this the oldest are kept and new
     # ones dropped and counted (mosquitto's max_queued_messages default).
     max_queued_messages: int = 1000
+    # Outgoing QoS 1/2 messages unacknowledged per client; further ones wait (up to max_queued_messages)
+    # until acknowledgements free the window, so a slow or stalled client cannot make the broker buffer
+    # without bound (mosquitto's max_inflight_messages default).
+    max_inflight: int = 20
     # A disconnected persistent session is forgotten after this long (7 days); 0 keeps it for ever.
     session_expiry: float = 7 * 24 * 3600 * SECONDS
     # Concurrent connections per listener; 0 is unlimited.

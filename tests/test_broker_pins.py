@@ -19,7 +19,8 @@ BROKER_NAMES = {
     "_handle_client_session": None,
     "_authenticate": ["self", "session", "_"],
     "_topic_filtering": ["self", "session", "topic", "action"],
-    "_handle_message_delivery": ["self", "client_session", "handler", "wait_deliver"],
+    "_client_message_loop": ["self", "client_session", "handler"],
+    "_handle_disconnect": ["self", "client_session", "handler", "disconnect_waiter"],
     "_run_broadcast": ["self", "running_tasks"],
     "_broadcast_message": ["self", "session", "topic", "data", "force_qos"],
     "_publish_session_retained_messages": ["self", "session"],
@@ -36,17 +37,39 @@ BROKER_NAMES = {
 }
 HANDLER_NAMES = {
     "attach": ["self", "session", "reader", "writer"],
+    "start": ["self"],
+    "stop": ["self"],
+    "_reader_loop": ["self"],
     "handle_read_timeout": ["self"],
-    "handle_publish": ["self", "publish_packet"],
-    "_handle_qos1_message_flow": ["self", "app_message"],
+    "handle_disconnect": ["self", "disconnect"],
+    "wait_disconnect": ["self"],
+    "mqtt_publish": ["self", "topic", "data", "qos", "retain", "ack_timeout"],
     "_send_packet": ["self", "packet"],
     "_retry_deliveries": ["self"],
     "handle_connection_closed": ["self"],
 }
 ATTRIBUTES = {
     Broker: ["_sessions", "_subscriptions", "_retained_messages", "_broadcast_queue", "_servers", "_loop"],
-    ProtocolHandler: ["_puback_waiters", "session", "reader", "writer"],
-    Session: ["attributes", "retained_messages", "inflight_out", "clean_session", "transitions", "parent"],
+    ProtocolHandler: [
+        "session",
+        "reader",
+        "writer",
+        "_loop",
+        "_reader_ready",
+        "_reader_stopped",
+        "_disconnect_waiter",
+        "keepalive_timeout",
+    ],
+    Session: [
+        "attributes",
+        "retained_messages",
+        "inflight_out",
+        "inflight_in",
+        "next_packet_id",
+        "clean_session",
+        "transitions",
+        "parent",
+    ],
 }
 
 
@@ -75,8 +98,8 @@ def test_attributes_the_overrides_rely_on() -> None:
 
     async def build() -> None:
         broker = Broker({"listeners": {"default": {"type": "tcp", "bind": "127.0.0.1:0"}}, "plugins": {}})
-        handler = BrokerProtocolHandler(broker.plugins_manager)
         session = Session()
+        handler = BrokerProtocolHandler(broker.plugins_manager, session)
         for obj, cls in ((broker, Broker), (handler, ProtocolHandler), (session, Session)):
             for attribute in ATTRIBUTES[cls]:
                 assert hasattr(obj, attribute), f"{cls.__name__}().{attribute} is gone"
@@ -87,3 +110,34 @@ def test_attributes_the_overrides_rely_on() -> None:
 def test_overrides_are_subclasses() -> None:
     assert issubclass(PushgateBroker, Broker)
     assert issubclass(IngestProtocolHandler, BrokerProtocolHandler)
+
+
+def test_upstream_calls_the_overridden_steps() -> None:
+    """The overrides replace steps of ``Broker._handle_client_session``; it must still call them."""
+    source = inspect.getsource(Broker._handle_client_session)
+    for step in ("_authenticate", "handler.attach", "handler.start", "_publish_session_retained_messages"):
+        assert step in source, step
+    assert "self._client_message_loop(client_session, handler)" in source
+    assert "_publish_retained_messages_for_subscription" in source
+
+
+def test_adapter_internals_the_reader_and_writer_use() -> None:
+    """``IngestProtocolHandler.attach`` reads and writes below amqtt's adapters."""
+    import asyncio
+
+    from amqtt.adapters import BufferReader, StreamReaderAdapter, StreamWriterAdapter, WebSocketsReader
+    from amqtt.mqtt.packet import MQTTFixedHeader
+    from amqtt.mqtt.subscribe import SubscribePacket
+
+    loop = asyncio.new_event_loop()
+    try:
+        stream = asyncio.StreamReader(loop=loop)
+        assert StreamReaderAdapter(stream)._reader is stream
+    finally:
+        loop.close()
+    assert "self._writer = writer" in inspect.getsource(StreamWriterAdapter.__init__)
+    ws_init = inspect.getsource(WebSocketsReader.__init__)
+    assert "self._protocol = protocol" in ws_init and "self._stream = io.BytesIO" in ws_init
+    assert list(inspect.signature(MQTTFixedHeader).parameters) == ["packet_type", "flags", "length"]
+    assert list(inspect.signature(SubscribePacket.from_stream).parameters)[:2] == ["reader", "fixed_header"]
+    assert BufferReader is not None
