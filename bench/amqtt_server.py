@@ -2,7 +2,7 @@
 
 Run by ``harness.run_amqtt`` in its own process. Binds 127.0.0.1 on an ephemeral port (or ``--port``),
 prints ``amqtt ready: mqtt=mqtt://127.0.0.1:PORT`` once listening, and stops cleanly on SIGTERM/SIGINT.
-Same interpreter and event loop implementation (stdlib asyncio) as ``pushgate serve`` here.
+Same interpreter and event loop implementation (uvloop when installed, as for ``pushgate serve``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,12 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logging.getLogger("transitions").setLevel(logging.WARNING)
-    asyncio.run(_main(args.host, args.port))
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        asyncio.run(_main(args.host, args.port))
+    else:  # the same event loop as ``pushgate serve`` gets, so the comparison is amqtt's code alone
+        uvloop.run(_main(args.host, args.port))
     return 0
 
 

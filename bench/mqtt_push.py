@@ -291,7 +291,8 @@ class Pair:
 
 
 @contextlib.contextmanager
-def _target(name: str, args: argparse.Namespace) -> Iterator[Target]:
+def target(name: str, args: argparse.Namespace) -> Iterator[Target]:
+    """The server ``name`` started for this run, with its topics (also used by ``relay.py``)."""
     if name == "pushgate":
         with run_pushgate(
             topic="bench", synchronous=args.synchronous, code_dir=args.code, rate_limits=args.rate_limits
@@ -314,7 +315,8 @@ def _target(name: str, args: argparse.Namespace) -> Iterator[Target]:
         raise ValueError(name)
 
 
-def _measure(target: Target, args: argparse.Namespace) -> list[Result]:
+def measure(target: Target, args: argparse.Namespace) -> list[Result]:
+    """Warm-up, burst and paced rows at each QoS of ``args`` (also used by ``relay.py``)."""
     results: list[Result] = []
     for qos in args.qos:
         pair = Pair(target, qos, args.window, tag=f"{target.name}-q{qos}")
@@ -383,7 +385,7 @@ def _print(results: list[Result], args: argparse.Namespace) -> None:
     warn_if_busy([r.other_cpu / r.wall for r in results])
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -406,12 +408,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_server_arguments(parser, argv)
     if args.count < 1 or args.window < 1:
         parser.error("--count and --window must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
 
     results: list[Result] = []
     for name in args.targets:
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        with _target(name, args) as target:
-            results.extend(_measure(target, args))
+        with target(name, args) as server_target:
+            results.extend(measure(server_target, args))
     _print(results, args)
     return 1 if any(r.timed_out or r.refused for r in results) else 0
 
