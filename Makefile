@@ -6,8 +6,12 @@ PYTHON ?= python3
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the tests drive as real clients.
 SYSTEM_PACKAGES := mosquitto-clients curl
+# Debian packages the benchmark runs next to pushgate (the reference broker).
+BENCH_PACKAGES := mosquitto
+SPEED_STAMP := $(VENV)/.speed-stamp
+PACKAGES ?= $(SYSTEM_PACKAGES)
 
-.PHONY: run test lint system-deps clean
+.PHONY: run test lint system-deps bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +21,7 @@ $(STAMP): pyproject.toml
 
 system-deps:
 	@missing=""; \
-	for pkg in $(SYSTEM_PACKAGES); do \
+	for pkg in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -25,6 +29,17 @@ system-deps:
 	  if [ "$$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
 	fi
+
+# uvloop (pushgate[speed]) for pushgate serve, the stock amqtt baseline and the load generator alike.
+$(SPEED_STAMP): $(STAMP)
+	$(VENV)/bin/python -m pip install --quiet -e '.[test,speed]'
+	touch $(SPEED_STAMP)
+
+# Relay figures of stock amqtt, pushgate and mosquitto in one run, then the push path (bench/README.md).
+# BENCH_ARGS=--quick for a short run.
+bench: $(SPEED_STAMP)
+	@$(MAKE) --no-print-directory system-deps PACKAGES="$(BENCH_PACKAGES)"
+	cd bench && $(abspath $(VENV))/bin/python relay.py $(BENCH_ARGS)
 
 run: $(STAMP)
 	$(VENV)/bin/pushgate serve

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from broker.server import PushgateBroker
     from gateway.config import MqttConfig
 
-__all__ = ["IngestProtocolHandler"]
+__all__ = ["UNUSED_QUEUE", "IngestProtocolHandler"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,10 @@ _READ_SIZE = 64 * 1024  # bytes asked of the socket per read: many small packets
 # without bound (QoS 1/2 are bounded by the in-flight window and the queue).
 WRITE_BUFFER_LIMIT = 4 * 1024 * 1024
 SUBSCRIBE, UNSUBSCRIBE, UNSUBACK, PINGREQ, DISCONNECT = 8, 10, 11, 12, 14
+# Upstream gives every handler two queues (pending subscriptions, unsubscriptions) and every session a
+# delivery queue, about 2.3 KiB each; pushgate's reader handles those packets inline and never uses them,
+# so they all share this one, always empty (upstream only asks it ``empty()`` when stopping).
+UNUSED_QUEUE: asyncio.Queue[Any] = asyncio.Queue()
 
 
 class _Flight:
@@ -84,6 +88,7 @@ class IngestProtocolHandler(BrokerProtocolHandler):
 
     def __init__(self, broker: PushgateBroker, config: MqttConfig, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._pending_subscriptions = self._pending_unsubscriptions = UNUSED_QUEUE
         self._broker = broker
         self._max_packet_size = config.max_packet_size
         self._max_inflight = config.max_inflight
@@ -94,8 +99,9 @@ class IngestProtocolHandler(BrokerProtocolHandler):
         self._ws_dirty = False
         self._ws_drain: asyncio.Task[None] | None = None
         self._out: list[bytes] = []
-        self._pending: deque[tuple[Outgoing, int, bool]] = deque()  # QoS 1/2 beyond the window
-        self._acks: deque[tuple[asyncio.Future[bool] | None, bytes]] = deque()
+        # made when first needed: an idle connection carries neither
+        self._pending: deque[tuple[Outgoing, int, bool]] | None = None  # QoS 1/2 beyond the window
+        self._acks: deque[tuple[asyncio.Future[bool] | None, bytes]] | None = None
         self._last_read = 0.0
         self._keepalive: asyncio.TimerHandle | None = None
         self._closing = False
@@ -298,6 +304,8 @@ class IngestProtocolHandler(BrokerProtocolHandler):
         if settled is None and not self._acks:
             self._write(packet)
             return
+        if self._acks is None:
+            self._acks = deque()
         self._acks.append((settled, packet))
         if settled is not None:
             settled.add_done_callback(self._release_acks)
@@ -376,11 +384,14 @@ class IngestProtocolHandler(BrokerProtocolHandler):
             if session.clean_session:
                 return False
             return self._broker.queue_offline(session, message.topic, message.data, qos)
-        if len(session.inflight_out) >= self._max_inflight or self._pending:
-            if len(self._pending) >= self._max_queued:
+        pending = self._pending
+        if len(session.inflight_out) >= self._max_inflight or pending:
+            if pending is None:
+                pending = self._pending = deque()
+            if len(pending) >= self._max_queued:
                 self._broker.count_dropped(session, message.topic)
                 return False
-            self._pending.append((message, qos, retain))
+            pending.append((message, qos, retain))
             return True
         self._send(session, message, qos, retain)
         return True
@@ -408,7 +419,7 @@ class IngestProtocolHandler(BrokerProtocolHandler):
     @property
     def waiting(self) -> int:
         """QoS 1/2 messages held back by the in-flight window."""
-        return len(self._pending)
+        return len(self._pending or ())
 
     async def mqtt_publish(  # type: ignore[override]
         self,

@@ -29,9 +29,10 @@ from amqtt.session import OutgoingApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
 from broker.framing import ConnectRejected, check_protocol, read_connect
-from broker.handler import IngestProtocolHandler
+from broker.handler import UNUSED_QUEUE, IngestProtocolHandler
 from broker.home_acl import HomeAcl
 from broker.ingest import action_report, error_payload, push_request
+from broker.session_state import SessionState
 from broker.topic_tree import TopicTree
 from broker.topics import DEVICE_LEAVES, PushgateTopic, parse_filter, parse_topic
 from broker.wire import Outgoing, remaining_length
@@ -49,6 +50,10 @@ PRINCIPAL = "pushgate.principal"  # key in Session.attributes
 _INGEST_DRAIN_TIMEOUT = 10.0  # seconds shutdown waits for pushes already read to be committed
 _KEEPALIVE_GRACE = 1.5  # MQTT-3.1.2-24: a client silent for 1.5 x keep-alive is disconnected
 _SUBACK_FAILURE = 0x80
+# Home-ACL verdicts remembered per session and access (the rules are fixed at start and a session's
+# principal does not change); past this many topics a session's memory starts over.
+_ACL_KEPT = 256
+_READ_CACHE, _WRITE_CACHE = "pushgate.acl.read", "pushgate.acl.write"  # keys in Session.attributes
 
 
 class PushgateBroker(Broker):
@@ -69,6 +74,7 @@ class PushgateBroker(Broker):
         self._gateway = gateway
         self._config = config
         self._prefix = config.prefix
+        self._prefix_level = config.prefix + "/"
         self._ingesting: set[asyncio.Future[Any]] = set()
         self._home_acl = HomeAcl(config.home_acl)
         self._tree: TopicTree[Session] = TopicTree()  # the routing index; upstream's dict stays for its code
@@ -228,6 +234,9 @@ class PushgateBroker(Broker):
             log.info("client id %s connected again: closing the older connection", client_id)
             await existing[1].handle_connection_closed()
             await existing[1].stop()
+        # upstream's per-session state machine and delivery queue, replaced by lighter equivalents
+        incoming.transitions = SessionState(incoming)  # type: ignore[assignment]
+        incoming.delivered_message_queue = UNUSED_QUEUE
         if incoming.clean_session:
             if client_id:
                 await self._delete_session(client_id)
@@ -243,6 +252,8 @@ class PushgateBroker(Broker):
             setattr(session, name, getattr(incoming, name))
         session.username, session.password = incoming.username, incoming.password
         session.attributes[PRINCIPAL] = incoming.attributes[PRINCIPAL]
+        for cache in (_READ_CACHE, _WRITE_CACHE):  # verdicts of the previous connection's principal
+            session.attributes.pop(cache, None)
         session.remote_address, session.remote_port = incoming.remote_address, incoming.remote_port
         session.parent = 1
         return session
@@ -301,16 +312,34 @@ class PushgateBroker(Broker):
 
     def _receive_verdict(self, session: Session, topic: str) -> bool | None:
         """``_may_receive`` without waiting, or ``None`` when the topic's privacy is not cached."""
+        if not self._in_prefix(topic):
+            return self._home_allows(session, "read", topic)
         principal: Principal = session.attributes.get(PRINCIPAL, ANONYMOUS)
         parsed = parse_topic(self._prefix, topic)
         if parsed is None:
-            if topic.split("/", 1)[0] == self._prefix:
-                return principal.kind == "user"  # a malformed pushgate topic: only users see such things
-            return self._home_acl.allows(principal, "read", topic)
+            return principal.kind == "user"  # a malformed pushgate topic: only users see such things
         info = self._gateway.topics.cached(parsed.name)
         if info is None:
             return None
         return self._gateway.access.may_access(principal, info)
+
+    def _in_prefix(self, topic: str) -> bool:
+        return topic.startswith(self._prefix_level) or topic == self._prefix
+
+    def _home_allows(self, session: Session, access: str, topic: str) -> bool:
+        """``HomeAcl.allows`` for a session's principal, remembered per topic."""
+        attributes = session.attributes
+        key = _READ_CACHE if access == "read" else _WRITE_CACHE
+        verdicts: dict[str, bool] | None = attributes.get(key)
+        if verdicts is None:
+            verdicts = attributes[key] = {}
+        verdict = verdicts.get(topic)
+        if verdict is None:
+            if len(verdicts) >= _ACL_KEPT:
+                verdicts.clear()
+            principal: Principal = attributes.get(PRINCIPAL, ANONYMOUS)
+            verdict = verdicts[topic] = self._home_acl.allows(principal, access, topic)
+        return verdict
 
     async def _may_subscribe(self, principal: Principal, topic_filter: str) -> bool:
         parsed = parse_filter(self._prefix, topic_filter)
@@ -400,9 +429,13 @@ class PushgateBroker(Broker):
         push being committed (the acknowledgement waits for it), else ``None``: the message has been
         routed, or refused by the ACL and dropped (acknowledged all the same, as mosquitto does).
         """
-        if self.is_ingest_topic(topic):
+        if not self._in_prefix(topic):
+            allowed = self._home_allows(session, "write", topic)
+        elif self.is_ingest_topic(topic):
             return self._ingest_now(session, topic, data)
-        if not await self._topic_filtering(session, topic, Action.PUBLISH):
+        else:
+            allowed = await self._topic_filtering(session, topic, Action.PUBLISH)
+        if not allowed:
             log.info("%s may not publish to %s: dropped", session.client_id, topic)
             return None
         await self._route(topic, data, qos)
@@ -436,7 +469,7 @@ class PushgateBroker(Broker):
         core's own messages). The message is encoded once for all subscribers. An offline persistent
         session's queue is bounded at ``max_queued_messages``, counting what it drops.
         """
-        matches = list(self._tree.match(topic))
+        matches = self._tree.route(topic)
         if not matches:
             return
         message = Outgoing(topic, data)

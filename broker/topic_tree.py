@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 __all__ = ["TopicTree"]
 
 S = TypeVar("S")
+ROUTES_KEPT = 4096  # topics whose matches are remembered; past this the memory starts over
 
 
 class _Node(Generic[S]):
@@ -29,11 +30,14 @@ class _Node(Generic[S]):
 class TopicTree(Generic[S]):
     """Filters to subscribers. ``S`` is whatever the broker keeps per subscriber (an amqtt ``Session``)."""
 
-    __slots__ = ("_root", "_count")
+    __slots__ = ("_root", "_count", "_routes")
 
     def __init__(self) -> None:
         self._root: _Node[S] = _Node()
         self._count = 0
+        # topic -> its matches, until the next subscription change: a device or a sensor publishes to the
+        # same few topics again and again, so routing is usually one dict lookup
+        self._routes: dict[str, list[tuple[str, S, int]]] = {}
 
     def __len__(self) -> int:
         """Number of (filter, client) subscriptions held."""
@@ -47,6 +51,7 @@ class TopicTree(Generic[S]):
         if client_id not in node.subscribers:
             self._count += 1
         node.subscribers[client_id] = (subscriber, qos)
+        self._routes.clear()
 
     def remove(self, topic_filter: str, client_id: str) -> bool:
         """Unsubscribe; empty branches are pruned so the tree does not grow with churn."""
@@ -61,6 +66,7 @@ class TopicTree(Generic[S]):
         if node.subscribers.pop(client_id, None) is None:
             return False
         self._count -= 1
+        self._routes.clear()
         for parent, level in reversed(path):
             child = parent.children[level]
             if child.subscribers or child.children:
@@ -71,6 +77,18 @@ class TopicTree(Generic[S]):
     def clear(self) -> None:
         self._root = _Node()
         self._count = 0
+        self._routes.clear()
+
+    def route(self, topic: str) -> list[tuple[str, S, int]]:
+        """``match`` as a list, remembered until the subscriptions change (at most ``ROUTES_KEPT`` topics).
+        The list is shared: callers must not change it."""
+        routes = self._routes
+        found = routes.get(topic)
+        if found is None:
+            if len(routes) >= ROUTES_KEPT:
+                routes.clear()
+            found = routes[topic] = list(self.match(topic))
+        return found
 
     def match(self, topic: str) -> Iterator[tuple[str, S, int]]:
         """Every (client id, subscriber, QoS) whose filter matches ``topic``; a client appears once per
