@@ -258,6 +258,9 @@ def run_mosquitto() -> Iterator[Server]:
         conf = Path(tmp) / "mosquitto.conf"
         conf.write_text(
             f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"
+            # Nagle off as on every Python server here (asyncio sets TCP_NODELAY; mosquitto's default is
+            # on, which adds delayed-ACK stalls); a queue deep enough for the harness's window
+            "set_tcp_nodelay true\nmax_queued_messages 10000\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
         )
         argv = [MOSQUITTO, "-c", str(conf)]

@@ -59,7 +59,8 @@ TOPIC = "bench/x"
 PAYLOAD_SIZE = 100  # bytes per message, as in the study
 PUBLISHERS = 4  # publisher connections in the throughput runs
 BATCH = 50  # messages per write of a publisher
-SETUP_TIMEOUT = 30.0  # seconds for CONNACK/SUBACK, and for a run's stragglers to arrive
+SETUP_TIMEOUT = 30.0  # seconds for CONNACK/SUBACK and for a paced run to arrive
+DRAIN_TIMEOUT = 5.0  # seconds a relay run's last messages may take after the load stops (to count losses)
 CONNECT_CONCURRENCY = 50  # idle connections opened at the same time
 BROKERS = ("amqtt", "pushgate", "mosquitto")
 
@@ -281,7 +282,7 @@ async def relay(server: Server, password: str | None, qos: int, args: argparse.N
             await asyncio.sleep(args.duration)
             received1, cpu1, busy1, mine1 = sub.received, _cpu(server), machine_busy_seconds(), cpu_seconds()
             elapsed = time.perf_counter() - start
-        deadline = time.monotonic() + SETUP_TIMEOUT
+        deadline = time.monotonic() + DRAIN_TIMEOUT
         while sub.received < load.sent and time.monotonic() < deadline:
             await asyncio.sleep(0.05)  # stragglers: only to count losses
         count = max(received1 - received0, 1)
