@@ -331,7 +331,7 @@ def measure(target: Target, args: argparse.Namespace) -> list[Result]:
     return results
 
 
-def _print(results: list[Result], args: argparse.Namespace) -> None:
+def print_results(results: list[Result], args: argparse.Namespace) -> None:
     print()
     paced = f"{args.paced_count} msgs at {args.rate:g}/s" if args.rate > 0 and args.paced_count > 0 else "off"
     print(
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         with target(name, args) as server_target:
             results.extend(measure(server_target, args))
-    _print(results, args)
+    print_results(results, args)
     return 1 if any(r.timed_out or r.refused for r in results) else 0
 
 
