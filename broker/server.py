@@ -40,7 +40,7 @@ from gateway import credentials
 from gateway.access import ANONYMOUS, Principal
 from gateway.config import MqttConfig
 from gateway.core import Gateway
-from gateway.errors import PushgateError, Unauthorized
+from gateway.errors import ConfigError, PushgateError, Unauthorized
 
 __all__ = ["PRINCIPAL", "PushgateBroker"]
 
@@ -58,6 +58,8 @@ _READ_CACHE, _WRITE_CACHE = "pushgate.acl.read", "pushgate.acl.write"  # keys in
 
 class PushgateBroker(Broker):
     def __init__(self, gateway: Gateway, config: MqttConfig) -> None:
+        if config.max_inflight < 1:
+            raise ConfigError(f"[mqtt] max_inflight must be at least 1 (got {config.max_inflight})")
         listener = {"max_connections": config.max_connections}
         listeners: dict[str, Any] = {
             "default": {"type": "tcp", "bind": f"{config.host}:{config.port}", **listener},

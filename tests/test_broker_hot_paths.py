@@ -222,3 +222,11 @@ def test_outgoing_encodes_what_a_client_parses() -> None:
     assert message.packet(1, 513) == publish_packet("home/x", b"data" * 40, qos=1, packet_id=513)
     retained_dup = message.packet(1, 2, retain=True, dup=True)
     assert retained_dup[0] == 0x30 | 0x08 | 0x02 | 0x01
+
+
+def test_a_window_of_zero_is_refused_at_start() -> None:
+    from gateway.config import MqttConfig
+    from gateway.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_inflight must be at least 1"):
+        PushgateBroker(None, MqttConfig(max_inflight=0))  # type: ignore[arg-type]
