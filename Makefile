@@ -4,8 +4,8 @@
 VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed-stamp
-# Debian packages the tests drive as real clients.
-SYSTEM_PACKAGES := mosquitto-clients curl
+# Debian packages the tests drive as real clients (g++ compiles the firmware sketches against stubs).
+SYSTEM_PACKAGES := mosquitto-clients curl g++
 
 .PHONY: run test lint system-deps clean
 

@@ -104,6 +104,11 @@ class String {
   long toInt(void) const;
   float toFloat(void) const;
   double toDouble(void) const;
+
+ protected:
+  char *buffer;  // the same representation as the real WString: host/WString.cpp defines what tests run
+  unsigned int capacity;
+  unsigned int len;
 };
 
 class StringSumHelper : public String {
