@@ -202,3 +202,33 @@ async def test_a_wrong_key_is_retried_with_growing_waits(
         "an attempt before its wait was over"
     )
     assert "MQTT: failed: MQTTException(5)" in lines  # CONNACK 5: not authorised
+
+
+async def test_an_approve_sent_while_the_link_was_down_arrives_after_the_reconnect(
+    server: Server, admin: Admin, http: httpx.AsyncClient, board: Any, capsys: Any
+) -> None:
+    await admin.create_topic("door", private=True)
+    key = (await admin.create_key("door")).secret
+    main, device = board(
+        PUSHGATE_HOST="127.0.0.1",
+        PUSHGATE_MQTT_PORT=server.mqtt_port,
+        PUSHGATE_TOPIC="door",
+        PUSHGATE_KEY=key,
+    )
+    machine = sys.modules["machine"]
+    await drive(device, lambda: device.client is not None, "the board to connect")
+    actions = [{"id": "approve", "label": "Approve"}, {"id": "reject", "label": "Reject"}]
+    pushed = await http.post(
+        "/api/push/door", json={"message": "open?", "actions": actions}, headers=bearer(key)
+    )
+
+    device.client.sock.close()  # the link drops (WiFi gone): the next pass notices
+    await drive(device, lambda: device.client is None, "the board to notice the lost link")
+    answer = await http.post(
+        "/api/action", json={"message_id": pushed.json()["id"], "action_id": "approve"}, headers=bearer(key)
+    )
+    assert answer.status_code == 200, answer.text
+    await drive(device, lambda: machine.level(main.config.LED_PIN) == 1, "the approve after the reconnect")
+    out = capsys.readouterr().out
+    assert "MQTT: connection lost" in out and "next attempt in 1 s" not in out  # a lost link is not a refusal
+    assert out.count("MQTT: connected, subscribed to") == 2
