@@ -97,7 +97,7 @@ class Device:
                 self.backoff_ms = BACKOFF_MIN_MS
                 return True
         except Exception as exc:  # OSError: no route or refused; MQTTException(5): a wrong or revoked key
-            print("MQTT: failed:", repr(exc))
+            print("MQTT: failed:", type(exc).__name__, *exc.args)
         self.next_attempt = time.ticks_add(time.ticks_ms(), self.backoff_ms)
         print("next attempt in", self.backoff_ms // 1000, "s")
         self.backoff_ms = min(self.backoff_ms * 2, BACKOFF_MAX_MS)
