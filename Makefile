@@ -4,8 +4,9 @@
 VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed-stamp
-# Debian packages the tests drive as real clients.
-SYSTEM_PACKAGES := mosquitto-clients curl
+# Debian packages the tests drive as real clients (g++ compiles the firmware sketches against stubs;
+# chromium runs the service worker).
+SYSTEM_PACKAGES := mosquitto-clients curl g++ chromium
 # Debian packages the benchmark runs next to pushgate (the reference broker).
 BENCH_PACKAGES := mosquitto
 SPEED_STAMP := $(VENV)/.speed-stamp
