@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the tests drive as real clients.
-SYSTEM_PACKAGES := mosquitto-clients curl
+SYSTEM_PACKAGES := mosquitto-clients curl chromium
 
 .PHONY: run test lint system-deps clean
 
