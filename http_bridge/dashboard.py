@@ -34,8 +34,9 @@ _TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
 }
-_ASSETS = ("index.html", "app.js", "app.css", "store.js", "sw.js")
+_ASSETS = ("index.html", "app.js", "app.css", "store.js", "sw.js", "icon.svg")
 
 
 def _load() -> dict[str, tuple[bytes, str, str]]:

@@ -6,7 +6,8 @@ The worker gets a real push through Chrome DevTools' ``ServiceWorker.deliverPush
 notification, so the click is a ``NotificationEvent`` built from the real notification and dispatched in
 the worker; the worker's handler then reports to the real gateway, and the receipt read back over HTTP
 shows the action. Subscribing with the PushManager is not exercised: it needs the browser's push
-service (Google's, for Chromium), which a test on loopback cannot reach.
+service (Google's, for Chromium), which a test on loopback cannot reach; where a test needs this browser's
+device, it registers one over the API and stores its id where the page's "Enable" step would.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from playwright.async_api import Browser, BrowserContext, Page, Worker, async_pl
 from gateway.admin import Admin
 from http_bridge.dashboard import PAGE_CSP, WORKER_CSP
 from tests.conftest import TIMEOUT, Server, bearer, until
+from tests.test_devices import subscription
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -46,6 +48,8 @@ DEPLOY = {
         {"id": "reject", "label": "Reject", "type": "button", "destructive": True},
     ],
 }
+# A Web Push endpoint nothing listens on: the device exists, nothing is ever delivered to it.
+ENDPOINT = "https://127.0.0.1:9/push/browser-test"
 ALERT = {
     "title": "Server Alert",
     "message": "CPU usage at 95% on prod-01",
@@ -79,7 +83,7 @@ def web_push_payload(sent: dict[str, Any], answer: dict[str, Any], topic: str) -
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=TIMEOUT * 1000
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=3 * TIMEOUT * 1000
         )
         try:
             yield launched
@@ -97,6 +101,15 @@ class SignedInBrowser:
         self.worker = worker
         self.origin = origin
         self._registrations: dict[str, str] = {}  # scope URL -> registration id
+
+    async def remember_device(self, device_id: str) -> None:
+        """Store this browser's device id as the page's "Enable" step does after ``POST /api/devices``
+        (that step needs a real push service; see the module docstring)."""
+        await self.page.evaluate(
+            """async (id) => pushgateStore.saveCredentials(
+                {...(await pushgateStore.credentials()), device_id: id})""",
+            device_id,
+        )
 
     async def start_devtools(self) -> None:
         self.cdp = await self.context.new_cdp_session(self.page)
@@ -142,13 +155,29 @@ class SignedInBrowser:
 
 
 async def sign_in(browser: Browser, server: Server, token: str) -> SignedInBrowser:
-    """Open the page, grant notifications, sign in with ``token`` the way a user does."""
+    """Open the page, grant notifications, sign in with ``token`` the way a user does. The page runs under
+    its Content-Security-Policy: anything it blocks would show as a console error, and there must be none."""
     origin = server.http_url.rstrip("/")
     context = await browser.new_context()
     await context.grant_permissions(["notifications"], origin=origin)
     page = await context.new_page()
+    errors: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(f"{message.text} {message.location}") if message.type == "error" else None
+        ),
+    )
+    page.on("pageerror", lambda error: errors.append(str(error)))
     await page.goto(f"{origin}/app/")
     await page.wait_for_selector("body[data-ready=true]")
+
+    await page.fill("#token", "pt_000000000000_not-a-token")
+    await page.click("#signin-button")
+    await page.wait_for_selector("#status.error:has-text('Could not sign in')")
+    assert await page.evaluate("pushgateStore.credentials()") is None
+    errors = [e for e in errors if "401" not in e]  # the browser logs the refused GET /api/devices
+
     await page.fill("#token", token)
     await page.fill("#device-name", "Chromium in CI")
     async with context.expect_event("serviceworker", timeout=TIMEOUT * 1000) as appeared:
@@ -156,6 +185,10 @@ async def sign_in(browser: Browser, server: Server, token: str) -> SignedInBrows
         await page.wait_for_selector("#status:has-text('Signed in')")
     worker = await appeared.value
     assert worker.url == f"{origin}/app/sw.js"
+    assert await page.is_hidden("#signin") and await page.is_visible("#enable-button")
+    stored = await page.evaluate("pushgateStore.credentials()")
+    assert stored == {"token": token, "device_id": None, "device_name": "Chromium in CI"}
+    assert errors == []
     signed_in = SignedInBrowser(context, page, worker, origin)
     await signed_in.start_devtools()
     return signed_in
@@ -193,6 +226,12 @@ async def test_push_in_chromium_shows_buttons_and_a_tap_reaches_the_receipt(
     deploy = (await http.post("/api/push/deploys", json=DEPLOY, headers=bearer(key))).json()
 
     user = await sign_in(browser, server, token)
+    device = await http.post(
+        "/api/devices",
+        json={"platform": "web", "subscription": subscription(ENDPOINT), "device_name": "Chromium in CI"},
+        headers=bearer(token),
+    )
+    await user.remember_device(device.json()["id"])
     scope = await user.page.evaluate("navigator.serviceWorker.ready.then((r) => r.scope)")
     assert scope == f"{user.origin}/app/"  # the worker's scope covers the dashboard page it was loaded from
 
@@ -220,6 +259,7 @@ async def test_push_in_chromium_shows_buttons_and_a_tap_reaches_the_receipt(
     receipt = await until(acted, "the tap on Approve recorded on the receipt")
     [taken] = receipt["actions_taken"]
     assert (taken["action_id"], taken["action_label"], taken["reply_text"]) == ("approve", "Approve", None)
+    assert taken["device_name"] == "Chromium in CI"  # the worker named this browser's device
     assert receipt["acted_count"] == 1
     assert await user.notifications(deploy["id"]) == []  # the click closed it
 
@@ -234,6 +274,8 @@ async def test_inline_reply_and_a_click_on_the_body(
     disk = (await http.post("/api/push/ops", json=second, headers=bearer(token))).json()
 
     user = await sign_in(browser, server, token)
+    # this browser's device was deleted since: the worker's reports must still count, unnamed
+    await user.remember_device("01a20000-0000-7000-8000-000000000000")
     scope = f"{user.origin}/app/"
     await user.push(scope, web_push_payload(ALERT, alert, "ops"))
     await user.push(scope, web_push_payload(second, disk, "ops"))
@@ -243,13 +285,12 @@ async def test_inline_reply_and_a_click_on_the_body(
 
     await until(both_shown, "both notifications")
     [shown] = await user.notifications(alert["id"])
-    assert shown["actions"][1] == {
-        "action": "reply",
-        "title": "Reply",
-        "type": "text",
-        "placeholder": "Reply",
-        "icon": "",
-    }
+    reply_button = shown["actions"][1]
+    assert (reply_button["action"], reply_button["type"], reply_button["placeholder"]) == (
+        "reply",
+        "text",
+        "Reply",
+    )
     assert shown["requireInteraction"] is False
 
     await user.click(alert["id"], "reply", reply="on it, restarting workers")
@@ -260,8 +301,8 @@ async def test_inline_reply_and_a_click_on_the_body(
         return found if found["status"] == status else None
 
     replied = await until(lambda: receipt(alert, "acted"), "the inline reply on the receipt")
-    assert [(t["action_id"], t["reply_text"]) for t in replied["actions_taken"]] == [
-        ("reply", "on it, restarting workers")
+    assert [(t["action_id"], t["reply_text"], t["device_name"]) for t in replied["actions_taken"]] == [
+        ("reply", "on it, restarting workers", None)
     ]
     read = await until(lambda: receipt(disk, "read"), "the body click marking the message read")
     assert read["read_count"] == 1 and read["actions_taken"] == []
