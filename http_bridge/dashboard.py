@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from importlib.resources import files
 
-from quart import Blueprint, Response, redirect, request
+from quart import Blueprint, Response, request
 
 from gateway.errors import NotFound
 
@@ -68,13 +68,9 @@ async def _send(name: str) -> Response:
     return await response.make_conditional(request)
 
 
-@blueprint.get("/app")
-async def page_without_slash() -> Response:
-    return redirect("/app/", code=301)  # type: ignore[return-value]
-
-
 @blueprint.get("/app/")
 async def page() -> Response:
+    """The page; ``GET /app`` reaches it through Werkzeug's 308 to the slashed path."""
     return await _send("index.html")
 
 
