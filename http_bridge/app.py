@@ -7,6 +7,7 @@ from quart import Quart
 from gateway.core import Gateway
 from http_bridge import health, push
 from http_bridge.actions import blueprint as actions_blueprint
+from http_bridge.dashboard import blueprint as dashboard_blueprint
 from http_bridge.devices import blueprint as devices_blueprint
 from http_bridge.errors import register_error_handlers
 from http_bridge.receipts import blueprint as receipts_blueprint
@@ -29,5 +30,6 @@ def create_app(gw: Gateway) -> Quart:
     app.register_blueprint(devices_blueprint)
     app.register_blueprint(actions_blueprint)
     app.register_blueprint(webhooks_blueprint)
+    app.register_blueprint(dashboard_blueprint)
     register_error_handlers(app)
     return app
