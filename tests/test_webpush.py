@@ -313,16 +313,13 @@ def test_the_vapid_key_is_generated_once_and_kept(tmp_path: Path) -> None:
 
 
 def test_a_long_message_is_shortened_to_fit_and_marked() -> None:
-    envelope = json.dumps(
-        {"id": "m", "receipt_id": "r", "topic": "t", "title": "T", "message": "é" * 4000, "priority": "low"}
-    ).encode()
+    envelope = {"id": "m", "receipt_id": "r", "topic": "t", "title": "T", "message": "é" * 4000}
     data = build_payload(envelope, None)
     assert data is not None and len(data) <= MAX_PLAINTEXT
     body = json.loads(data)
     assert body["truncated"] is True and body["message"] and set(body["message"]) == {"é"}
-    assert (
-        json.loads(build_payload(json.dumps({"message": "short"}).encode(), "i") or b"")["truncated"] is False
-    )
+    short = json.loads(build_payload({"message": "short"}, "i") or b"")
+    assert short["truncated"] is False and short["message"] == "short" and short["icon"] == "i"
 
 
 def test_retry_after_is_seconds_or_an_http_date() -> None:

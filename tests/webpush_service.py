@@ -16,7 +16,8 @@ and answered 400, so a test asserts ``errors == []``. Waiting is on a condition 
 
 Run as a script (``python tests/webpush_service.py --ca-cert CA.pem --ca-key KEY.pem``) it serves in
 benchmark mode: every POST to ``/push/<id>`` is answered 201 without decrypting (the client's cost is
-measured, not this one's), and ``GET /stats`` reports the count and the first and last arrival times.
+measured, not this one's); ``GET /stats`` reports the count and the first and last arrival times
+(``time.monotonic()``), ``DELETE /stats`` starts counting again. SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ import asyncio
 import base64
 import json
 import os
+import signal
 import socket
 import ssl
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,6 +107,7 @@ class PushService:
         app = web.Application(client_max_size=64 * 1024)
         app.router.add_post("/push/{id}", self._push)
         app.router.add_get("/stats", self._stats)
+        app.router.add_delete("/stats", self._reset)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -147,6 +149,10 @@ class PushService:
         return web.json_response(
             {"count": len(times), "first": min(times, default=None), "last": max(times, default=None)}
         )
+
+    async def _reset(self, _request: web.Request) -> web.Response:
+        self.received.clear()
+        return web.json_response({"count": 0})
 
     async def _push(self, request: web.Request) -> web.Response:
         id = request.match_info["id"]
@@ -207,9 +213,11 @@ async def _serve_benchmark(ca_cert: str, ca_key: str) -> None:
     ca = trustme.CA.from_pem(open(ca_cert, "rb").read(), open(ca_key, "rb").read())
     service = PushService(ca, verify=False)
     await service.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     print(f"webpush service ready: {service.origin}", flush=True)
     try:
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until stdin closes
+        await stop.wait()
     finally:
         await service.close()
 

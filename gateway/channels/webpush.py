@@ -79,7 +79,8 @@ _PAYLOAD_KEYS = ("id", "receipt_id", "topic", "title", "message", "priority", "t
 _RETRIED = frozenset({408, 429})
 _GONE = frozenset({404, 410})
 _MESSAGE_CACHE = 1024  # messages' ttl and icon kept in memory: a fan-out reads its message once
-_IN_CHUNK = 500
+_IN_CHUNK = 500  # device ids per query
+_BATCH_WINDOW = 0.002  # seconds a device lookup waits for others to share its query
 _ERROR_CHARS = 300  # of a push service's answer kept in last_error
 
 
@@ -97,10 +98,10 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return max(0.0, (as_utc(when) - (now or utcnow())).total_seconds())
 
 
-def build_payload(envelope: bytes, icon: str | None, limit: int = MAX_PLAINTEXT) -> bytes | None:
-    """The JSON a browser receives, from the message's envelope; ``message`` is shortened to fit
-    ``limit`` bytes. ``None`` when even an empty message does not fit (huge actions or URLs)."""
-    source = json.loads(envelope)
+def build_payload(source: dict[str, Any], icon: str | None, limit: int = MAX_PLAINTEXT) -> bytes | None:
+    """The JSON a browser receives, from the message's envelope (``gateway.envelope``, decoded); ``message``
+    is shortened to fit ``limit`` bytes. ``None`` when even an empty message does not fit (huge actions or
+    URLs)."""
     body: dict[str, Any] = {key: source.get(key) for key in _PAYLOAD_KEYS}
     body["icon"] = icon
     body["actions"] = source.get("actions") or []
@@ -177,23 +178,30 @@ class _GuardedResolver(AbstractResolver):
 
 
 class _DeviceLoader:
-    """Reads the subscriptions of the devices asked for within one turn of the event loop in one query:
-    a fan-out's concurrent attempts share a round trip instead of making one each."""
+    """Reads the subscriptions of the devices asked for within ``_BATCH_WINDOW`` in one query: a fan-out's
+    concurrent attempts share a database round trip (a thread hand-off with aiosqlite) instead of making
+    one each. The window is small against a push service's answer time."""
 
     def __init__(self, sessions: async_sessionmaker[Any]) -> None:
         self._sessions = sessions
         self._waiting: dict[str, list[asyncio.Future[_Subscription | None]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def get(self, device_id: str) -> _Subscription | None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_Subscription | None] = loop.create_future()
-        if not self._waiting:
-            loop.call_soon(self._flush)
         self._waiting.setdefault(device_id, []).append(future)
+        if len(self._waiting) >= _IN_CHUNK:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(_BATCH_WINDOW, self._flush)
         return await future
 
     def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         batch, self._waiting = self._waiting, {}
         task = asyncio.create_task(self._load(batch), name="webpush-device-loader")
         self._tasks.add(task)
@@ -233,6 +241,9 @@ class _DeviceLoader:
                     future.set_result(found.get(device_id))
 
     async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -311,11 +322,12 @@ class WebPushChannel:
             ttl = info.ttl - int((utcnow() - as_utc(info.created_at)).total_seconds())
             if ttl <= 0:
                 return Outcome(State.EXPIRED, error="the message's ttl ran out before it could be sent")
-        data = build_payload(job.payload, info.icon_url)
+        envelope = json.loads(job.payload)
+        data = build_payload(envelope, info.icon_url)
         if data is None:
             return Outcome(State.FAILED, error=f"the payload does not fit Web Push's {MAX_PLAINTEXT} bytes")
-        priority = json.loads(job.payload).get("priority", "normal")
-        return await self._send(job, subscription, data, ttl, URGENCY.get(priority, "normal"))
+        urgency = URGENCY.get(envelope.get("priority"), "normal")
+        return await self._send(job, subscription, data, ttl, urgency)
 
     async def _send(
         self, job: Job, subscription: _Subscription, data: bytes, ttl: int, urgency: str
