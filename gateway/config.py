@@ -28,6 +28,7 @@ __all__ = [
     "RateLimitConfig",
     "StorageConfig",
     "TopicsConfig",
+    "WebPushConfig",
     "WebhooksConfig",
     "load_config",
 ]
@@ -181,6 +182,39 @@ class WebhooksConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebPushConfig:
+    """Browsers' Web Push subscriptions; `gateway/channels/webpush.py` describes the delivery."""
+
+    # The VAPID key pair that signs every request. Empty: generated into <data_dir>/vapid_private_key.pem
+    # (mode 0600) at first start and kept. Changing the key invalidates every browser subscription.
+    # vapid_private_key: the raw 32-byte private key, base64url (as web-push tools print it), or PEM text.
+    vapid_private_key: str = ""
+    # A PEM file holding the private key; used when vapid_private_key is empty.
+    vapid_private_key_file: str = ""
+    # The VAPID "sub" claim: how a push service operator reaches you (mailto: or https:). Apple's push
+    # service refuses localhost addresses: set your own.
+    subject: str = "mailto:pushgate@localhost"
+    # How long a push service keeps a message for a browser that is offline, when the message has no ttl.
+    default_ttl: int = 86400
+    # A push service must answer within this long, or the attempt counts as failed and is retried.
+    timeout: float = 10 * SECONDS
+    # Requests in flight at once, over all subscriptions (and the most connections kept open).
+    concurrency: int = 32
+    # Attempts per delivery (429, 5xx, timeouts and connection errors are retried) before it is dead.
+    max_attempts: int = 15
+    # Wait before the second attempt; each further wait doubles up to backoff_max, jittered to 50-100 %.
+    backoff_base: float = 5 * SECONDS
+    # The longest wait between two attempts (one hour); a longer Retry-After is cut to this.
+    backoff_max: float = 3600 * SECONDS
+    # Push services the SSRF check lets through although they resolve to loopback, link-local or this
+    # gateway's own address: host names as in the URL, or addresses and networks (as [webhooks]).
+    allowed_hosts: tuple[str, ...] = ()
+    # A PEM file of extra CA certificates trusted for push services, beside the system's (a push service
+    # of your own with a private CA). Endpoints are always https.
+    ca_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "INFO"
 
@@ -195,6 +229,7 @@ class Config:
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    webpush: WebPushConfig = field(default_factory=WebPushConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 

@@ -20,6 +20,7 @@ from gateway.actions import Actions
 from gateway.admin import Admin
 from gateway.channels.mqtt import MqttChannel, MqttEgress
 from gateway.channels.webhook import UrlGuard
+from gateway.channels.webpush import WebPushChannel
 from gateway.config import Config
 from gateway.devices import Devices
 from gateway.outbox import Outbox
@@ -78,6 +79,18 @@ class Gateway:
         self.outbox.add_channel(
             self.webhooks.channel, broadcast=False, retry=self.webhooks.retry, concurrency=hooks.concurrency
         )
+        push = config.webpush
+        listen = (config.http.host, config.mqtt.host)
+        self.webpush = WebPushChannel(
+            self.sessions,
+            push,
+            config.storage.data_dir,
+            UrlGuard(push.allowed_hosts, listen),
+            self.devices.expire,
+        )
+        self.outbox.add_channel(
+            self.webpush, broadcast=False, retry=self.webpush.retry, concurrency=push.concurrency
+        )
         self.actions = Actions(self.sessions, self.access, self.outbox, self.webhooks)
         self.outbox.on_delivered(self.actions.delivered)
 
@@ -105,6 +118,7 @@ class Gateway:
             await database.upgrade(gateway.engine)
             await gateway.targets.load()
             await gateway.webhooks.start()
+            await gateway.webpush.start()
             writer = _owned(gateway.writer.run(), "group-commit-writer")
             outbox = _owned(gateway.outbox.run(), "outbox")
             maintenance = _owned(gateway._maintenance(), "maintenance")
@@ -116,6 +130,7 @@ class Gateway:
                 await gateway.writer.stop()
                 await asyncio.wait([writer, outbox, maintenance])
                 await gateway.webhooks.close()
+                await gateway.webpush.close()
                 await gateway.access.flush_last_used()
         finally:
             await gateway.engine.dispose()

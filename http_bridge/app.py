@@ -14,6 +14,7 @@ from http_bridge.receipts import blueprint as receipts_blueprint
 from http_bridge.state import GATEWAY_KEY
 from http_bridge.topics import blueprint as topics_blueprint
 from http_bridge.webhooks import blueprint as webhooks_blueprint
+from http_bridge.webpush import blueprint as webpush_blueprint
 
 __all__ = ["create_app"]
 
@@ -31,5 +32,6 @@ def create_app(gw: Gateway) -> Quart:
     app.register_blueprint(actions_blueprint)
     app.register_blueprint(webhooks_blueprint)
     app.register_blueprint(dashboard_blueprint)
+    app.register_blueprint(webpush_blueprint)
     register_error_handlers(app)
     return app

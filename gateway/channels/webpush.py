@@ -1,0 +1,444 @@
+"""The Web Push channel: each message to each registered browser, encrypted and VAPID-signed (pywebpush).
+
+A browser device (``platform: web``, ``gateway.devices``) gets one outbox row per message, on the
+``webpush`` lane (``gateway.targets``). An attempt reads the device's subscription as it is now (so a
+device deleted, expired or registered again meanwhile is honoured) and POSTs to its endpoint:
+
+- the body is the JSON below, encrypted ``aes128gcm`` (RFC 8291) to the browser's ``p256dh`` and
+  ``auth``; ``Authorization: vapid t=<JWT>, k=<public key>`` (RFC 8292) is signed with the gateway's VAPID
+  key (``gateway.vapid``), with a fresh claims dict per request (``sub`` from ``[webpush] subject``,
+  ``aud`` the endpoint's origin, ``exp`` 12 hours on);
+- ``TTL``: what is left of the message's ttl, or ``[webpush] default_ttl`` for a message without one; a
+  message whose ttl ran out before an attempt is not sent (the row becomes ``expired``);
+- ``Urgency``: ``very-low`` for priority lowest, ``low`` for low, ``normal``, ``high`` for high and urgent.
+
+The payload the service worker receives (``PushEvent.data.json()``), compact JSON::
+
+    {"id", "receipt_id", "topic", "title", "message", "priority", "tags", "click_url", "icon",
+     "actions", "timestamp", "truncated"}
+
+``icon`` is the message's ``icon_url`` (or null), ``timestamp`` ISO 8601 UTC, the others as in the MQTT
+envelope (``gateway.envelope``), which this is built from. Push services accept 4096 bytes of encrypted
+body, which leaves 3993 bytes of JSON: a longer one has its ``message`` shortened (at a character
+boundary) and ``truncated`` true; the whole message stays readable by its id.
+
+What an answer means (``Outcome``): 2xx (201, 202) is sent and counts the device as reached on the
+receipt; 404 and 410 mean the subscription is gone: the device is marked ``expired`` at once (no further
+message is sent to it; registering it again revives it) and the row ``failed``; 408, 429 and 5xx, a
+timeout or a connection error are tried again (``[webpush]`` backoff, ``Retry-After`` honoured, seconds
+or an HTTP date); any other 4xx is a permanent failure, recorded with the service's answer.
+
+Endpoints are https (checked at registration), verified against the system's CAs plus ``[webpush]
+ca_file``. The SSRF rules are the webhooks' (``UrlGuard``, with ``[webpush] allowed_hosts``): an endpoint
+with an address for a host is checked before the request, a host name at the moment it is resolved for a
+new connection (the resolver of the HTTP client asks the guard, so what is checked is what is connected
+to). Connections are kept alive per host name: a push service is a few hosts serving many subscriptions.
+Nothing logged or stored carries an endpoint's path or a subscription key: each is a capability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import ipaddress
+import json
+import logging
+import socket
+import ssl
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from pywebpush import WebPushException, webpush_async
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from gateway.channels import Job, Outcome, State
+from gateway.channels.webhook import UrlGuard, UrlRefused
+from gateway.config import WebPushConfig
+from gateway.envelope import as_utc
+from gateway.errors import ConfigError
+from gateway.outbox import RetryPolicy
+from gateway.storage.models import Device, Message, utcnow
+from gateway.vapid import VapidKey, load_vapid_key
+
+__all__ = ["MAX_PLAINTEXT", "URGENCY", "WebPushChannel", "build_payload", "retry_after_seconds"]
+
+log = logging.getLogger(__name__)
+
+# RFC 8030 push services take at least 4096 bytes of body; aes128gcm adds an 86-byte header (salt, record
+# size, key id length, 65-byte key), a padding delimiter and a 16-byte tag.
+MAX_PLAINTEXT = 4096 - 86 - 1 - 16
+URGENCY = {"lowest": "very-low", "low": "low", "normal": "normal", "high": "high", "urgent": "high"}
+_PAYLOAD_KEYS = ("id", "receipt_id", "topic", "title", "message", "priority", "tags", "click_url")
+_RETRIED = frozenset({408, 429})
+_GONE = frozenset({404, 410})
+_MESSAGE_CACHE = 1024  # messages' ttl and icon kept in memory: a fan-out reads its message once
+_IN_CHUNK = 500  # device ids per query
+_BATCH_WINDOW = 0.002  # seconds a device lookup waits for others to share its query
+_ERROR_CHARS = 300  # of a push service's answer kept in last_error
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds: a number of seconds or an HTTP date; ``None`` when absent or unreadable."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (as_utc(when) - (now or utcnow())).total_seconds())
+
+
+def build_payload(source: dict[str, Any], icon: str | None, limit: int = MAX_PLAINTEXT) -> bytes | None:
+    """The JSON a browser receives, from the message's envelope (``gateway.envelope``, decoded); ``message``
+    is shortened to fit ``limit`` bytes. ``None`` when even an empty message does not fit (huge actions or
+    URLs)."""
+    body: dict[str, Any] = {key: source.get(key) for key in _PAYLOAD_KEYS}
+    body["icon"] = icon
+    body["actions"] = source.get("actions") or []
+    body["timestamp"] = source.get("timestamp")
+    body["truncated"] = False
+
+    def encode() -> bytes:
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+    data = encode()
+    if len(data) <= limit:
+        return data
+    text: str = body["message"] or ""
+    body["truncated"] = True
+    body["message"] = ""
+    room = limit - len(encode())
+    if room < 0:
+        return None
+    # Each character costs at least its UTF-8 length in the JSON (escapes cost more): shorten until it fits.
+    cut = text.encode()[:room].decode(errors="ignore")
+    while True:
+        body["message"] = cut
+        data = encode()
+        if len(data) <= limit or not cut:
+            return data if len(data) <= limit else None
+        cut = cut[: max(0, len(cut) - max(1, (len(data) - limit) // 2))]
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscription:
+    status: str
+    endpoint: str | None
+    p256dh: str | None
+    auth: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _MessageInfo:
+    ttl: int | None
+    icon_url: str | None
+    created_at: datetime
+
+
+def _hint(endpoint: str) -> str:
+    """The endpoint's origin, which tells services apart; its path is the capability and is never shown."""
+    parts = urlsplit(endpoint)
+    return f"{parts.scheme}://{parts.netloc}/..."
+
+
+class _GuardedResolver(AbstractResolver):
+    """Resolves push service host names through ``UrlGuard``: a refused address is never connected to."""
+
+    def __init__(self, guard: UrlGuard) -> None:
+        self._guard = guard
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        addresses = await self._guard.check(f"https://{host}:{port}/")
+        return [
+            {
+                "hostname": host,
+                "host": address,
+                "port": port,
+                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            }
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+class _DeviceLoader:
+    """Reads the subscriptions of the devices asked for within ``_BATCH_WINDOW`` in one query: a fan-out's
+    concurrent attempts share a database round trip (a thread hand-off with aiosqlite) instead of making
+    one each. The window is small against a push service's answer time."""
+
+    def __init__(self, sessions: async_sessionmaker[Any]) -> None:
+        self._sessions = sessions
+        self._waiting: dict[str, list[asyncio.Future[_Subscription | None]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def get(self, device_id: str) -> _Subscription | None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_Subscription | None] = loop.create_future()
+        self._waiting.setdefault(device_id, []).append(future)
+        if len(self._waiting) >= _IN_CHUNK:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(_BATCH_WINDOW, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._waiting = self._waiting, {}
+        task = asyncio.create_task(self._load(batch), name="webpush-device-loader")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _load(self, batch: dict[str, list[asyncio.Future[_Subscription | None]]]) -> None:
+        found: dict[str, _Subscription] = {}
+        try:
+            ids = list(batch)
+            async with self._sessions() as session:
+                for i in range(0, len(ids), _IN_CHUNK):
+                    rows = await session.execute(
+                        select(
+                            Device.id,
+                            Device.status,
+                            Device.webpush_endpoint,
+                            Device.webpush_p256dh,
+                            Device.webpush_auth,
+                        ).where(Device.id.in_(ids[i : i + _IN_CHUNK]))
+                    )
+                    for row in rows:
+                        found[row[0]] = _Subscription(row[1], row[2], row[3], row[4])
+        except asyncio.CancelledError:
+            for futures in batch.values():
+                for future in futures:
+                    future.cancel()
+            raise
+        except Exception as exc:  # the database is briefly unavailable: each attempt is retried later
+            for futures in batch.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            return
+        for device_id, futures in batch.items():
+            for future in futures:
+                if not future.done():
+                    future.set_result(found.get(device_id))
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class WebPushChannel:
+    """The ``webpush`` outbox lane; ``start`` loads the VAPID key and opens the HTTP client."""
+
+    name = "webpush"
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[Any],
+        config: WebPushConfig,
+        data_dir: str,
+        guard: UrlGuard,
+        expire: Callable[[str, str], Awaitable[None]],
+    ) -> None:
+        self._sessions = sessions
+        self._config = config
+        self._data_dir = data_dir
+        self._guard = guard
+        self._expire = expire
+        self._devices = _DeviceLoader(sessions)
+        self._messages: OrderedDict[str, asyncio.Future[_MessageInfo | None]] = OrderedDict()
+        self._literal_checked: dict[str, UrlRefused | None] = {}  # IP-literal hosts: the answer never changes
+        self._key: VapidKey | None = None
+        self._client: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
+        self.retry = RetryPolicy(config.backoff_base, config.backoff_max, config.max_attempts)
+
+    @property
+    def public_key(self) -> str:
+        """The VAPID public key, base64url of the uncompressed point (``applicationServerKey``)."""
+        if self._key is None:
+            raise RuntimeError("WebPushChannel.start() was not called")
+        return self._key.public_key
+
+    async def start(self) -> None:
+        self._key = await asyncio.to_thread(load_vapid_key, self._config, self._data_dir)
+        subject = self._config.subject
+        if not subject.startswith(("mailto:", "https://")):
+            raise ConfigError(f"[webpush] subject must be a mailto: or https:// URL, not {subject!r}")
+        try:  # py_vapid's own check of the claim, once, rather than on every send
+            self._key.signer.sign({"sub": subject, "aud": "https://push.example"})
+        except Exception as exc:
+            raise ConfigError(f"[webpush] subject {subject!r} is refused: {exc}") from exc
+        tls = await asyncio.to_thread(_tls_context, self._config.ca_file)
+        connector = aiohttp.TCPConnector(
+            resolver=_GuardedResolver(self._guard), ssl=tls, limit=max(1, self._config.concurrency)
+        )
+        self._client = aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=False)
+
+    async def close(self) -> None:
+        await self._devices.close()
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def subscribers(self, topic: str) -> int:
+        return 0  # a targeted lane: the publish pipeline counts its devices
+
+    async def deliver(self, job: Job) -> Outcome:
+        subscription = await self._devices.get(job.target)
+        if subscription is None:
+            return Outcome(State.FAILED, error="the device was deleted")
+        if subscription.status != "active":
+            return Outcome(State.FAILED, error=f"the device is {subscription.status}: not sent")
+        if not (subscription.endpoint and subscription.p256dh and subscription.auth):
+            return Outcome(State.FAILED, error="the device has no Web Push subscription")
+        info = await self._message(job.message_id)
+        if info is None:
+            return Outcome(State.FAILED, error="the message was deleted")
+        ttl = self._config.default_ttl
+        if info.ttl is not None:
+            ttl = info.ttl - int((utcnow() - as_utc(info.created_at)).total_seconds())
+            if ttl <= 0:
+                return Outcome(State.EXPIRED, error="the message's ttl ran out before it could be sent")
+        envelope = json.loads(job.payload)
+        data = build_payload(envelope, info.icon_url)
+        if data is None:
+            return Outcome(State.FAILED, error=f"the payload does not fit Web Push's {MAX_PLAINTEXT} bytes")
+        urgency = URGENCY.get(envelope.get("priority"), "normal")
+        return await self._send(job, subscription, data, ttl, urgency)
+
+    async def _send(
+        self, job: Job, subscription: _Subscription, data: bytes, ttl: int, urgency: str
+    ) -> Outcome:
+        endpoint = subscription.endpoint or ""
+        try:
+            async with asyncio.timeout(self._config.timeout):
+                await self._check_literal(endpoint)
+                await webpush_async(
+                    {
+                        "endpoint": endpoint,
+                        "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth},
+                    },
+                    data=data.decode(),
+                    vapid_private_key=self._signer(),
+                    vapid_claims={"sub": self._config.subject},  # pywebpush adds aud and exp to it
+                    content_encoding="aes128gcm",
+                    timeout=self._timeout,  # type: ignore[arg-type]  # aiohttp takes a ClientTimeout
+                    ttl=ttl,
+                    headers={"Urgency": urgency},
+                    aiohttp_session=self._client,
+                )
+        except WebPushException as exc:
+            return await self._answered(job, endpoint, exc)
+        except UrlRefused as exc:
+            error = exc.message.replace("webhooks may not call", "Web Push may not use").replace(
+                "[webhooks]", "[webpush]"
+            )
+            return Outcome(State.PENDING if exc.temporary else State.FAILED, error=error)
+        except TimeoutError:
+            return Outcome(State.PENDING, error=f"no answer within {self._config.timeout:g}s")
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            error = f"{type(exc).__name__}: {exc}".replace(endpoint, _hint(endpoint))
+            return Outcome(State.PENDING, error=error[:_ERROR_CHARS])
+        return Outcome(State.SENT, delivered=1)
+
+    async def _answered(self, job: Job, endpoint: str, exc: WebPushException) -> Outcome:
+        status = exc.status_code
+        text = str(exc.message).replace(endpoint, _hint(endpoint))[:_ERROR_CHARS]
+        if status is None:
+            return Outcome(State.FAILED, error=text)
+        if 200 <= status < 300:
+            return Outcome(State.SENT, delivered=1)
+        if status in _GONE:
+            await self._expire(job.target, f"its push service answered {status}")
+            return Outcome(State.FAILED, error=f"HTTP {status}: the subscription is gone; device expired")
+        if status in _RETRIED or status >= 500:
+            return Outcome(State.PENDING, error=text, retry_after=retry_after_seconds(exc.retry_after))
+        log.warning("web push to device %s refused with HTTP %d; not retried", job.target, status)
+        return Outcome(State.FAILED, error=text)
+
+    def _signer(self) -> Any:
+        if self._key is None or self._client is None:
+            raise RuntimeError("WebPushChannel.start() was not called")
+        return self._key.signer
+
+    async def _check_literal(self, endpoint: str) -> None:
+        """An endpoint whose host is an address is not resolved, so the guard sees it here."""
+        host = urlsplit(endpoint).hostname or ""
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return  # a name: checked by the resolver when a connection is made
+        if host not in self._literal_checked:
+            try:
+                await self._guard.check(endpoint)
+                self._literal_checked[host] = None
+            except UrlRefused as exc:
+                self._literal_checked[host] = exc
+        refused = self._literal_checked[host]
+        if refused is not None:
+            raise refused
+
+    async def _message(self, message_id: str) -> _MessageInfo | None:
+        """The message's ttl, icon and creation time: read once per message (messages never change)."""
+        cached = self._messages.get(message_id)
+        if cached is not None:
+            self._messages.move_to_end(message_id)
+            return await asyncio.shield(cached)
+        future: asyncio.Future[_MessageInfo | None] = asyncio.get_running_loop().create_future()
+        self._messages[message_id] = future
+        if len(self._messages) > _MESSAGE_CACHE:
+            self._messages.popitem(last=False)
+        try:
+            async with self._sessions() as session:
+                row = (
+                    await session.execute(
+                        select(Message.ttl, Message.icon_url, Message.created_at).where(
+                            Message.id == message_id
+                        )
+                    )
+                ).first()
+        except BaseException as exc:
+            self._messages.pop(message_id, None)
+            if isinstance(exc, Exception):
+                future.set_exception(exc)
+                future.exception()  # whoever shares it sees it; nobody else need retrieve it
+            else:
+                future.cancel()
+            raise
+        info = _MessageInfo(row[0], row[1], row[2]) if row is not None else None
+        future.set_result(info)
+        return info
+
+
+def _tls_context(ca_file: str) -> ssl.SSLContext:
+    """The system's CAs, plus ``ca_file``'s when configured. Blocking file I/O: call it in a thread."""
+    context = ssl.create_default_context()
+    if ca_file:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"[webpush] ca_file {ca_file}: cannot be loaded ({exc})") from exc
+    return context
