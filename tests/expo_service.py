@@ -54,7 +54,7 @@ class Request:
 class ExpoService:
     def __init__(self) -> None:
         self.ticket_errors: dict[str, str | list[str | None]] = {}
-        self.receipt_errors: dict[str, str] = {}
+        self.receipt_errors: dict[str, str | list[str | None]] = {}
         self.send_statuses: list[int] = []
         self.retry_after = 1
         self.receipts_ready = True
@@ -147,6 +147,12 @@ class ExpoService:
             if status == 429:
                 message = "Too many requests: the project exceeded 600 notifications per second"
                 return 429, _errors("TOO_MANY_REQUESTS", message), {"Retry-After": str(self.retry_after)}
+            if status == 400:
+                return (
+                    400,
+                    _errors("VALIDATION_ERROR", 'child "data" fails because ["data" must be an object]'),
+                    {},
+                )
             if status != 200:
                 return status, _errors("INTERNAL_SERVER_ERROR", "An unknown error occurred."), {}
         messages = body if isinstance(body, list) else [body]
@@ -158,9 +164,8 @@ class ExpoService:
         return 200, {"data": [self._ticket(m["to"]) for m in messages]}, {}
 
     def _ticket(self, token: str) -> dict[str, Any]:
-        scripted = self.ticket_errors.get(token)
-        error = scripted.pop(0) if isinstance(scripted, list) and scripted else scripted
-        if isinstance(error, str):
+        error = _next(self.ticket_errors.get(token))
+        if error is not None:
             return {
                 "status": "error",
                 "message": _MESSAGES.get(error, error).format(token=token),
@@ -183,7 +188,7 @@ class ExpoService:
                 token = self.tickets.get(ticket_id)
                 if token is None:
                     continue  # unknown or expired: Expo leaves it out
-                error = self.receipt_errors.get(token)
+                error = _next(self.receipt_errors.get(token))
                 if error is None:
                     data[ticket_id] = {"status": "ok"}
                 else:
@@ -193,6 +198,13 @@ class ExpoService:
                         "details": {"error": error},
                     }
         return 200, {"data": data}, {}
+
+
+def _next(scripted: str | list[str | None] | None) -> str | None:
+    """A scripted error: a list answers one item per call, then nothing; a string answers every call."""
+    if isinstance(scripted, list):
+        return scripted.pop(0) if scripted else None
+    return scripted
 
 
 def _errors(code: str, message: str) -> dict[str, Any]:

@@ -204,6 +204,35 @@ async def test_429_and_message_rate_exceeded_are_retried_with_backoff_and_delive
     assert [(row.state, row.attempts) for row in rows] == [("sent", 3)]
 
 
+async def test_a_receipt_saying_message_rate_exceeded_sends_the_notification_again(
+    server: Server, admin: Admin, http: httpx.AsyncClient, expo: ExpoService
+) -> None:
+    auth = await setup_user(http, admin)
+    await register(http, auth, token(8))
+    expo.receipt_errors[token(8)] = ["MessageRateExceeded"]  # the first receipt; the second is ok
+
+    pushed = await push(http, auth)
+    await until(settled(http, auth, pushed["receipt_id"], status="delivered", delivered_count=1), "delivery")
+    assert len(expo.sent_to(token(8))) == 2 and len(expo.tickets) == 2
+    assert sum(len(request.body["ids"]) for request in expo.receipt_requests) == 2
+
+
+async def test_a_batch_expo_refuses_as_a_whole_is_split_until_it_goes_through(
+    server: Server, admin: Admin, http: httpx.AsyncClient, expo: ExpoService
+) -> None:
+    auth = await setup_user(http, admin)
+    for n in (10, 11, 12):
+        await register(http, auth, token(n))
+    expo.send_statuses = [400]  # the batch of three is refused (a VALIDATION_ERROR)
+
+    pushed = await push(http, auth)
+    await until(settled(http, auth, pushed["receipt_id"], status="delivered", delivered_count=3), "delivery")
+    assert [len(request.body) for request in expo.sends] == [3, 1, 2]
+    assert Counter(message["to"] for message in expo.messages()[3:]) == Counter(
+        token(n) for n in (10, 11, 12)
+    )
+
+
 async def _rows(config: Config) -> list[Delivery]:
     engine = database.create_engine(config.storage)
     try:
