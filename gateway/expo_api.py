@@ -194,4 +194,4 @@ class ExpoApi:
     async def close(self) -> None:
         clients, self._all, self._free = self._all, [], []
         for client in clients:
-            client.session.close()
+            await asyncio.to_thread(client.session.close)

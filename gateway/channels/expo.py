@@ -40,6 +40,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from exponent_server_sdk import (
@@ -75,7 +76,7 @@ _RETRIED = frozenset({"MessageRateExceeded", "InvalidCredentials"})
 Clock = Callable[[], datetime]
 
 
-class Verdict:
+class Verdict(StrEnum):
     """What a ticket or receipt says: ``OK``, ``UNREGISTERED`` (expire the device), ``RETRY`` or
     ``FAILED``."""
 
@@ -85,7 +86,7 @@ class Verdict:
     FAILED = "failed"
 
 
-def verdict(response: PushTicket | PushReceipt) -> tuple[str, str | None]:
+def verdict(response: PushTicket | PushReceipt) -> tuple[Verdict, str | None]:
     """Read a ticket or receipt with the SDK's own checks: the verdict and, for an error, its text."""
     try:
         response.validate_response()
@@ -221,6 +222,10 @@ class ExpoChannel:
                 outcomes[i] = Outcome(State.SENT)  # delivered only when the receipt says so
                 if answer.id:
                     tickets.append((i, self._ticket(job, answer.id)))
+                else:
+                    log.warning(
+                        "expo: an ok ticket without an id; delivery %s stays unconfirmed", job.delivery_id
+                    )
             elif kind == Verdict.UNREGISTERED:
                 unregistered[job.target] = error or ""
                 outcomes[i] = Outcome(State.FAILED, error=error)
