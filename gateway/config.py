@@ -20,6 +20,7 @@ from gateway.errors import ConfigError
 
 __all__ = [
     "Config",
+    "ExpoConfig",
     "HttpConfig",
     "LimitsConfig",
     "LogConfig",
@@ -215,6 +216,42 @@ class WebPushConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpoConfig:
+    """Phones through the Expo push service; `gateway/channels/expo.py` describes the delivery."""
+
+    # Off: iOS and Android devices get nothing (their deliveries are not created).
+    enabled: bool = True
+    # The Expo push API: .../push/send and .../push/getReceipts are below it. Change it only for a
+    # compatible service (a test double, a proxy).
+    base_url: str = "https://exp.host/--/api/v2"
+    # Sent as "Authorization: Bearer" when the Expo project enforces push security; empty: none. A secret:
+    # never logged.
+    access_token: str = ""
+    # Expo must answer a request within this long; otherwise the batch is retried.
+    timeout: float = 10 * SECONDS
+    # Requests to Expo in flight at once (Expo's own SDK opens at most six connections).
+    concurrency: int = 4
+    # Notifications per request: Expo takes at most 100.
+    batch_size: int = 100
+    # Expo hands a notification to Apple or Google asynchronously; its receipt says whether that worked.
+    # Receipts are fetched this long after the send (15 minutes, as Expo recommends).
+    receipt_delay: float = 15 * 60 * SECONDS
+    # Receipt ids per getReceipts request: Expo takes at most 1000.
+    receipt_batch_size: int = 1000
+    # Expo keeps receipts for a day: a check still unanswered this long after the send is dropped (the
+    # delivery stays "sent", unconfirmed).
+    receipt_expiry: float = 24 * 3600 * SECONDS
+    # Attempts per notification (network errors, 429, 5xx, MessageRateExceeded are retried) before it is
+    # marked dead: with the backoff below, 50 minutes to 1.7 hours of retrying.
+    max_attempts: int = 12
+    # Wait before the second attempt; each further wait doubles up to backoff_max, jittered to 50-100 %;
+    # Expo's Retry-After lengthens it.
+    backoff_base: float = 5 * SECONDS
+    # The longest wait between two attempts (30 minutes).
+    backoff_max: float = 1800 * SECONDS
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "INFO"
 
@@ -230,6 +267,7 @@ class Config:
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     webpush: WebPushConfig = field(default_factory=WebPushConfig)
+    expo: ExpoConfig = field(default_factory=ExpoConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 

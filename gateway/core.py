@@ -18,11 +18,14 @@ from gateway import retention
 from gateway.access import Access
 from gateway.actions import Actions
 from gateway.admin import Admin
+from gateway.channels.expo import ExpoChannel
 from gateway.channels.mqtt import MqttChannel, MqttEgress
 from gateway.channels.webhook import UrlGuard
 from gateway.channels.webpush import WebPushChannel
 from gateway.config import Config
 from gateway.devices import Devices
+from gateway.expo_api import ExpoApi
+from gateway.expo_receipts import ExpoReceipts
 from gateway.outbox import Outbox
 from gateway.publish import Publisher
 from gateway.ratelimit import RateLimiter
@@ -44,7 +47,7 @@ _MAINTENANCE_EVERY = 30.0
 
 
 class Gateway:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, clock: Callable[[], datetime] = utcnow) -> None:
         self.config = config
         self.engine = database.create_engine(config.storage)
         self.sessions = database.session_factory(self.engine)
@@ -93,6 +96,26 @@ class Gateway:
         )
         self.actions = Actions(self.sessions, self.access, self.outbox, self.webhooks)
         self.outbox.on_delivered(self.actions.delivered)
+        # Phones through Expo; ``clock`` times the receipt checks (a parameter, so tests need not wait).
+        self.expo: ExpoChannel | None = None
+        self.expo_receipts: ExpoReceipts | None = None
+        if config.expo.enabled:
+            self._expo_api = ExpoApi(config.expo)
+            self.expo_receipts = ExpoReceipts(
+                self.sessions,
+                self._expo_api,
+                self.outbox,
+                self.devices,
+                config.expo,
+                clock,
+                config.outbox.poll_interval,
+            )
+            self.expo = ExpoChannel(
+                self.sessions, self._expo_api, self.devices, config.expo, clock, self.expo_receipts.wake
+            )
+            self.outbox.add_channel(
+                self.expo, broadcast=False, retry=self.expo.retry, concurrency=self.expo.workers
+            )
 
     def attach_mqtt(self, egress: MqttEgress) -> None:
         """Enable the MQTT channel; ``broker/`` provides the egress, the composition root wires it."""
@@ -112,8 +135,10 @@ class Gateway:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def running(cls, config: Config) -> AsyncIterator[Gateway]:
-        gateway = cls(config)
+    async def running(
+        cls, config: Config, *, clock: Callable[[], datetime] = utcnow
+    ) -> AsyncIterator[Gateway]:
+        gateway = cls(config, clock=clock)
         try:
             await database.upgrade(gateway.engine)
             await gateway.targets.load()
@@ -122,13 +147,21 @@ class Gateway:
             writer = _owned(gateway.writer.run(), "group-commit-writer")
             outbox = _owned(gateway.outbox.run(), "outbox")
             maintenance = _owned(gateway._maintenance(), "maintenance")
+            tasks = [writer, outbox, maintenance]
+            if gateway.expo_receipts is not None:
+                tasks.append(_owned(gateway.expo_receipts.run(), "expo-receipts"))
             try:
                 yield gateway
             finally:
                 maintenance.cancel()
+                if gateway.expo_receipts is not None:
+                    gateway.expo_receipts.stop()
                 gateway.outbox.stop()
                 await gateway.writer.stop()
-                await asyncio.wait([writer, outbox, maintenance])
+                await asyncio.wait(tasks)
+                if gateway.expo is not None:
+                    await gateway.expo.close()
+                    await gateway._expo_api.close()
                 await gateway.webhooks.close()
                 await gateway.webpush.close()
                 await gateway.access.flush_last_used()

@@ -29,6 +29,7 @@ __all__ = [
     "Base",
     "Delivery",
     "Device",
+    "ExpoTicket",
     "Message",
     "Receipt",
     "Topic",
@@ -233,3 +234,22 @@ class Webhook(Base):
     secret: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ExpoTicket(Base):
+    """A push ticket Expo gave for a delivery, kept until its receipt is checked (``gateway.expo_receipts``).
+
+    One per delivery: a delivery sent again (after a crash) replaces its ticket. The row is the pending
+    receipt check, so checks survive a restart; it goes when the receipt is read (or Expo has forgotten it).
+    ``check_after`` is set when Expo had no receipt yet at a check: the next check is not before it.
+    """
+
+    __tablename__ = "expo_tickets"
+
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    ticket_id: Mapped[str] = mapped_column(String(64))
+    device_id: Mapped[str] = mapped_column(String(36))
+    sent_at: Mapped[datetime] = mapped_column(index=True)
+    check_after: Mapped[datetime | None] = mapped_column(default=None)
