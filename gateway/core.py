@@ -18,12 +18,15 @@ from gateway import retention
 from gateway.access import Access
 from gateway.actions import Actions
 from gateway.admin import Admin
+from gateway.attachments import Attachments
 from gateway.channels.mqtt import MqttChannel, MqttEgress
 from gateway.channels.webhook import UrlGuard
 from gateway.config import Config
 from gateway.devices import Devices
+from gateway.emergency import Clock, Emergencies, SystemClock
 from gateway.outbox import Outbox
 from gateway.publish import Publisher
+from gateway.pushover import Applications, MonthlyQuota
 from gateway.ratelimit import RateLimiter
 from gateway.receipts import Receipts
 from gateway.storage import database
@@ -43,7 +46,7 @@ _MAINTENANCE_EVERY = 30.0
 
 
 class Gateway:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
         self.engine = database.create_engine(config.storage)
         self.sessions = database.session_factory(self.engine)
@@ -80,6 +83,15 @@ class Gateway:
         )
         self.actions = Actions(self.sessions, self.access, self.outbox, self.webhooks)
         self.outbox.on_delivered(self.actions.delivered)
+        # Pushover: attachments, the monthly quota and emergency re-sending (``clock``: tests pass theirs).
+        pushover = config.pushover
+        self.attachments = Attachments(self.sessions, config.storage.data_dir, pushover.attachment_max_bytes)
+        self.pushover_quota = MonthlyQuota(self.sessions, pushover.monthly_limit)
+        self.pushover_apps = Applications(self.sessions, self.access, self.targets)
+        self.emergencies = Emergencies(
+            self.sessions, self.access, self.outbox, self.targets, clock or SystemClock()
+        )
+        self.actions.on_action(self.emergencies.acknowledge)
 
     def attach_mqtt(self, egress: MqttEgress) -> None:
         """Enable the MQTT channel; ``broker/`` provides the egress, the composition root wires it."""
@@ -99,8 +111,8 @@ class Gateway:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def running(cls, config: Config) -> AsyncIterator[Gateway]:
-        gateway = cls(config)
+    async def running(cls, config: Config, clock: Clock | None = None) -> AsyncIterator[Gateway]:
+        gateway = cls(config, clock)
         try:
             await database.upgrade(gateway.engine)
             await gateway.targets.load()
@@ -108,13 +120,15 @@ class Gateway:
             writer = _owned(gateway.writer.run(), "group-commit-writer")
             outbox = _owned(gateway.outbox.run(), "outbox")
             maintenance = _owned(gateway._maintenance(), "maintenance")
+            emergencies = _owned(gateway.emergencies.run(), "emergencies")
             try:
                 yield gateway
             finally:
                 maintenance.cancel()
+                emergencies.cancel()
                 gateway.outbox.stop()
                 await gateway.writer.stop()
-                await asyncio.wait([writer, outbox, maintenance])
+                await asyncio.wait([writer, outbox, maintenance, emergencies])
                 await gateway.webhooks.close()
                 await gateway.access.flush_last_used()
         finally:

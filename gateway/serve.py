@@ -22,6 +22,7 @@ from hypercorn.config import Config as HypercornConfig
 from broker.server import PushgateBroker
 from gateway.config import Config
 from gateway.core import Gateway
+from gateway.emergency import Clock
 from gateway.errors import ListenError
 from http_bridge.app import create_app
 
@@ -57,9 +58,10 @@ async def serve(
     *,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     on_ready: Callable[[Endpoints], None] | None = None,
+    clock: Clock | None = None,
 ) -> None:
     stop = shutdown_trigger or asyncio.Event().wait
-    async with Gateway.running(config) as gw:
+    async with Gateway.running(config, clock) as gw:
         broker: PushgateBroker | None = None
         if config.mqtt.enabled:
             broker = PushgateBroker(gw, config.mqtt)
