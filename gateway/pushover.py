@@ -7,7 +7,8 @@ Fields (Pushover's names) and what they become in the ``PushRequest``:
 
 - ``message`` (required, at most 1024 characters), ``title`` (250), ``sound``;
 - ``url`` (512) is the click URL; ``url_title`` (100) labels it: the envelope carries it as a ``url``
-  action whose label is the title, so a receiver can show the link under its name;
+  action whose label is the title (its first 64 characters, an action label's limit), so a receiver
+  can show the link under its name;
 - ``priority`` -2..2 as Pushover's scale (``pushover_priority``); 2 (emergency) needs ``retry`` (at least
   30 s) and ``expire`` (at most 10800 s), takes ``callback`` (the message's ``callback_url``) and
   ``tags``, and offers an ``ack`` action that acknowledges it (``gateway.emergency``);
@@ -175,8 +176,8 @@ def parse_message(
         tag_list = [t.strip() for t in (tags or "").split(",") if t.strip()]
         emergency = EmergencySpec(retry, expire, tag_list)
         actions.append(dict(ACK_ACTION))
-    if url and url_title:
-        actions.append({"id": "url", "label": url_title, "type": "url", "url": url})
+    if url and url_title:  # an action label holds 64 characters (the core's limit), a url_title 100
+        actions.append({"id": "url", "label": url_title[:64], "type": "url", "url": url})
     request = PushRequest(
         topic=topic,
         message=message,

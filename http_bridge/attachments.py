@@ -19,7 +19,6 @@ blueprint = Blueprint("attachments", __name__)
 
 
 @blueprint.get("/api/attachments/<attachment_id>")
-@blueprint.get("/api/attachments/<attachment_id>/")
 async def get_attachment(attachment_id: str) -> Response:
     stored = await gateway(current_app).attachments.get(attachment_id)
     response = await send_file(

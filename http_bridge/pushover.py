@@ -39,24 +39,9 @@ blueprint = Blueprint("pushover", __name__)
 _MESSAGE_PATHS = ("/1/messages.json", "/api/1/messages.json", "/api/pushover")
 # The paths that take attachments, with and without the trailing slash: their body limit is raised.
 LARGE_BODY_PATHS = tuple(p for path in _MESSAGE_PATHS for p in (path, path + "/"))
-_PREFIXES = ("/1", "/api/1")
 # Core field names back to Pushover's, for errors the core raises.
 _FIELDS = {"click_url": "url", "image_url": "attachment", "callback_url": "callback"}
 _EXAMPLE = '{"token": "…", "user": "…", "message": "Hello"}'
-
-
-def _routes(path: str, methods: list[str], *, slash: bool = True) -> Any:
-    """Register a view under both API prefixes (and with a trailing slash): never a redirect."""
-
-    def register(view: Any) -> Any:
-        for prefix in _PREFIXES:
-            for suffix in ("", "/") if slash else ("",):
-                blueprint.add_url_rule(
-                    prefix + path + suffix, view_func=view, methods=methods, provide_automatic_options=False
-                )
-        return view
-
-    return register
 
 
 @blueprint.before_request
@@ -177,9 +162,12 @@ async def _application(fields: dict[str, Any], *, user_required: bool = False) -
     return principal, topic
 
 
+@blueprint.post("/1/messages.json", provide_automatic_options=False)
+@blueprint.post("/1/messages.json/", provide_automatic_options=False)
+@blueprint.post("/api/1/messages.json", provide_automatic_options=False)
+@blueprint.post("/api/1/messages.json/", provide_automatic_options=False)
 @blueprint.post("/api/pushover", provide_automatic_options=False)
 @blueprint.post("/api/pushover/", provide_automatic_options=False)
-@_routes("/messages.json", ["POST"])
 async def messages() -> Response:
     gw = gateway(current_app)
     fields, upload = await _fields(files=True)
@@ -215,7 +203,7 @@ async def messages() -> Response:
     return response
 
 
-@_routes("/apps/limits.json", ["GET"])
+@blueprint.get("/1/apps/limits.json")
 async def limits() -> Response:
     fields, _ = await _fields()
     _, topic = await _application(fields)
@@ -223,7 +211,7 @@ async def limits() -> Response:
     return _answer({"limit": quota.limit, "remaining": quota.remaining, "reset": quota.reset})
 
 
-@_routes("/receipts/<receipt>.json", ["GET"], slash=False)
+@blueprint.get("/1/receipts/<receipt>.json")
 async def receipt_status(receipt: str) -> Response:
     fields, _ = await _fields()
     principal, _ = await _application(fields)
@@ -231,7 +219,7 @@ async def receipt_status(receipt: str) -> Response:
     return jsonify({**status, "request": g.pushover_request})
 
 
-@_routes("/receipts/<receipt>/cancel.json", ["POST"], slash=False)
+@blueprint.post("/1/receipts/<receipt>/cancel.json")
 async def cancel(receipt: str) -> Response:
     fields, _ = await _fields()
     principal, _ = await _application(fields)
@@ -239,7 +227,7 @@ async def cancel(receipt: str) -> Response:
     return _answer()
 
 
-@_routes("/receipts/cancel_by_tag/<tag>.json", ["POST"], slash=False)
+@blueprint.post("/1/receipts/cancel_by_tag/<tag>.json")
 async def cancel_by_tag(tag: str) -> Response:
     fields, _ = await _fields()
     _, topic = await _application(fields)
@@ -247,7 +235,7 @@ async def cancel_by_tag(tag: str) -> Response:
     return _answer({"canceled": cancelled})
 
 
-@_routes("/users/validate.json", ["POST"])
+@blueprint.post("/1/users/validate.json")
 async def validate_user() -> Response:
     fields, _ = await _fields()
     _, topic = await _application(fields, user_required=True)
