@@ -11,7 +11,7 @@ key or a user token that grants the topic. An unknown message and one the caller
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,11 +27,16 @@ from gateway.receipts import receipt_dict
 from gateway.storage.models import Device, Message, Receipt, Topic, utcnow
 from gateway.webhooks import Webhooks, receipt_event
 
-__all__ = ["REPLY_MAX_CHARS", "STATUS_ORDER", "ActionReport", "Actions", "advance"]
+__all__ = ["REPLY_MAX_CHARS", "STATUS_ORDER", "ActionHook", "ActionReport", "Actions", "advance"]
 
 REPLY_MAX_CHARS = 1000  # a typed reply is a sentence or two, not a document
 # Receipt statuses in the order they may follow each other; a report never moves a receipt backwards.
 STATUS_ORDER = ("queued", "failed", "delivered", "expired", "read", "acted")
+
+
+# Runs in the action's transaction (session, message, who, the action as recorded) and returns fields to
+# add to the action event, e.g. Pushover's receipt fields for an acknowledged emergency.
+ActionHook = Callable[[Any, Message, Principal, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def advance(current: str, new: str) -> str:
@@ -75,6 +80,11 @@ class Actions:
         # SQLite has no row locks: reports are serialised here so two taps cannot both append to the same
         # stale actions_taken list. PostgreSQL also gets SELECT … FOR UPDATE below.
         self._lock = asyncio.Lock()
+        self._hooks: list[ActionHook] = []
+
+    def on_action(self, hook: ActionHook) -> None:
+        """Register a hook that runs with every recorded action (``gateway.emergency``'s ``ack``)."""
+        self._hooks.append(hook)
 
     async def report(
         self, principal: Principal, report: ActionReport, *, topic_name: str | None = None
@@ -113,6 +123,8 @@ class Actions:
             receipt.status = advance(receipt.status, "acted")
             receipt.updated_at = now
             event = {"event": "action", "message_id": message.id, "topic": topic.name, **taken}
+            for hook in self._hooks:
+                event.update(await hook(session, message, principal, taken))
             jobs = await self._queue(
                 session, message, topic, now, {"action": event, "receipt": receipt_dict(receipt)}, event
             )

@@ -26,6 +26,7 @@ __all__ = [
     "LogConfig",
     "MqttConfig",
     "OutboxConfig",
+    "PushoverConfig",
     "RateLimitConfig",
     "StorageConfig",
     "TopicsConfig",
@@ -252,6 +253,20 @@ class ExpoConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PushoverConfig:
+    """The Pushover-compatible API (`http_bridge/pushover.py`, `gateway/pushover.py`)."""
+
+    # Messages one topic (Pushover's "application") may send through the Pushover API per calendar month
+    # (UTC); all of its keys share it. Pushover's free quota per application is 10,000.
+    monthly_limit: int = 10000
+    # Largest attachment, decoded, in bytes (5 MiB, as Pushover's current limit).
+    attachment_max_bytes: int = 5 * KIB * KIB
+    # Largest request body on the Pushover message endpoints only (every other route keeps [http]
+    # max_body_bytes): a 5 MiB attachment base64-encoded in a URL-encoded form is about 7.5 MB.
+    max_body_bytes: int = 10 * KIB * KIB
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "INFO"
 
@@ -268,6 +283,7 @@ class Config:
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     webpush: WebPushConfig = field(default_factory=WebPushConfig)
     expo: ExpoConfig = field(default_factory=ExpoConfig)
+    pushover: PushoverConfig = field(default_factory=PushoverConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 

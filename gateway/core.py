@@ -18,16 +18,20 @@ from gateway import retention
 from gateway.access import Access
 from gateway.actions import Actions
 from gateway.admin import Admin
+from gateway.attachments import Attachments
 from gateway.channels.expo import ExpoChannel
 from gateway.channels.mqtt import MqttChannel, MqttEgress
 from gateway.channels.webhook import UrlGuard
 from gateway.channels.webpush import WebPushChannel
+from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.devices import Devices
+from gateway.emergency import Emergencies
 from gateway.expo_api import ExpoApi
 from gateway.expo_receipts import ExpoReceipts
 from gateway.outbox import Outbox
 from gateway.publish import Publisher
+from gateway.pushover import Applications, MonthlyQuota
 from gateway.ratelimit import RateLimiter
 from gateway.receipts import Receipts
 from gateway.storage import database
@@ -47,7 +51,8 @@ _MAINTENANCE_EVERY = 30.0
 
 
 class Gateway:
-    def __init__(self, config: Config, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
+        clock = clock or SystemClock()
         self.config = config
         self.engine = database.create_engine(config.storage)
         self.sessions = database.session_factory(self.engine)
@@ -107,15 +112,22 @@ class Gateway:
                 self.outbox,
                 self.devices,
                 config.expo,
-                clock,
+                clock.now,
                 config.outbox.poll_interval,
             )
             self.expo = ExpoChannel(
-                self.sessions, self._expo_api, self.devices, config.expo, clock, self.expo_receipts.wake
+                self.sessions, self._expo_api, self.devices, config.expo, clock.now, self.expo_receipts.wake
             )
             self.outbox.add_channel(
                 self.expo, broadcast=False, retry=self.expo.retry, concurrency=self.expo.workers
             )
+        # Pushover: attachments, the monthly quota and emergency re-sending (``clock``: tests pass theirs).
+        pushover = config.pushover
+        self.attachments = Attachments(self.sessions, config.storage.data_dir, pushover.attachment_max_bytes)
+        self.pushover_quota = MonthlyQuota(self.sessions, pushover.monthly_limit)
+        self.pushover_apps = Applications(self.sessions, self.access, self.targets)
+        self.emergencies = Emergencies(self.sessions, self.access, self.outbox, self.targets, clock)
+        self.actions.on_action(self.emergencies.acknowledge)
 
     def attach_mqtt(self, egress: MqttEgress) -> None:
         """Enable the MQTT channel; ``broker/`` provides the egress, the composition root wires it."""
@@ -135,9 +147,7 @@ class Gateway:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def running(
-        cls, config: Config, *, clock: Callable[[], datetime] = utcnow
-    ) -> AsyncIterator[Gateway]:
+    async def running(cls, config: Config, *, clock: Clock | None = None) -> AsyncIterator[Gateway]:
         gateway = cls(config, clock=clock)
         try:
             await database.upgrade(gateway.engine)
@@ -150,10 +160,13 @@ class Gateway:
             tasks = [writer, outbox, maintenance]
             if gateway.expo_receipts is not None:
                 tasks.append(_owned(gateway.expo_receipts.run(), "expo-receipts"))
+            emergencies = _owned(gateway.emergencies.run(), "emergencies")
+            tasks.append(emergencies)
             try:
                 yield gateway
             finally:
                 maintenance.cancel()
+                emergencies.cancel()
                 if gateway.expo_receipts is not None:
                     gateway.expo_receipts.stop()
                 gateway.outbox.stop()

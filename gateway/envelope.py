@@ -35,4 +35,6 @@ def envelope(message: Message, receipt_id: str, topic_name: str) -> bytes:
         "category": category_for(message.actions or []),
         "timestamp": iso(message.created_at),
     }
+    if message.image_url:  # only when set, so envelopes without one keep their documented keys
+        body["image_url"] = message.image_url
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 from gateway.access import Access, Principal, TopicInfo
 from gateway.channels import Job
@@ -52,12 +53,22 @@ class Publisher:
         self._limiter = limiter
         self._targets = targets
 
-    async def publish(self, req: PushRequest, principal: Principal | None = None) -> PushResult:
-        """Store and route one notification; ``principal`` is given when the edge authenticated already."""
+    async def publish(
+        self,
+        req: PushRequest,
+        principal: Principal | None = None,
+        *,
+        extra: Callable[[Message], Sequence[Base]] | None = None,
+    ) -> PushResult:
+        """Store and route one notification; ``principal`` is given when the edge authenticated already.
+        ``extra`` makes rows that belong to the message (a Pushover emergency's receipt), written in its
+        transaction so neither exists without the other."""
         topic = await self._topics.get(req.topic)
         if principal is None:
             principal = await self._access.authenticate(req.credential)
         accepted = self._accept(req, topic, principal)
+        if extra is not None:
+            accepted.extra = list(extra(accepted.message))
         await self._writer.write(accepted.rows)
         result = self._route(accepted)
         listening = 0
@@ -175,7 +186,8 @@ class _Accepted:
     deliveries: list[Delivery]
     devices: int
     rate: RateState | None
+    extra: list[Base] = field(default_factory=list)
 
     @property
     def rows(self) -> list[Base]:
-        return [self.message, self.receipt, *self.deliveries]
+        return [self.message, self.receipt, *self.deliveries, *self.extra]

@@ -20,6 +20,7 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 
 from broker.server import PushgateBroker
+from gateway.clock import Clock
 from gateway.config import Config
 from gateway.core import Gateway
 from gateway.errors import ListenError
@@ -57,9 +58,10 @@ async def serve(
     *,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     on_ready: Callable[[Endpoints], None] | None = None,
+    clock: Clock | None = None,
 ) -> None:
     stop = shutdown_trigger or asyncio.Event().wait
-    async with Gateway.running(config) as gw:
+    async with Gateway.running(config, clock=clock) as gw:
         broker: PushgateBroker | None = None
         if config.mqtt.enabled:
             broker = PushgateBroker(gw, config.mqtt)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from quart import Quart
 
 from gateway.core import Gateway
-from http_bridge import health, push
+from http_bridge import health, push, pushover
 from http_bridge.actions import blueprint as actions_blueprint
+from http_bridge.attachments import blueprint as attachments_blueprint
+from http_bridge.body_limits import request_class
 from http_bridge.dashboard import blueprint as dashboard_blueprint
 from http_bridge.devices import blueprint as devices_blueprint
 from http_bridge.errors import register_error_handlers
@@ -22,6 +24,10 @@ __all__ = ["create_app"]
 def create_app(gw: Gateway) -> Quart:
     app = Quart("pushgate")
     app.config["MAX_CONTENT_LENGTH"] = gw.config.http.max_body_bytes
+    # Pushover's message endpoints take attachments: a larger body limit there only.
+    app.request_class = request_class(
+        {path: gw.config.pushover.max_body_bytes for path in pushover.LARGE_BODY_PATHS}
+    )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[GATEWAY_KEY] = gw
     app.register_blueprint(push.blueprint)
@@ -33,5 +39,7 @@ def create_app(gw: Gateway) -> Quart:
     app.register_blueprint(webhooks_blueprint)
     app.register_blueprint(dashboard_blueprint)
     app.register_blueprint(webpush_blueprint)
+    app.register_blueprint(pushover.blueprint)
+    app.register_blueprint(attachments_blueprint)
     register_error_handlers(app)
     return app

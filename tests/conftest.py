@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.admin import Admin
+from gateway.clock import Clock
 from gateway.config import Config, HttpConfig, LogConfig, MqttConfig, StorageConfig
 from gateway.serve import Endpoints, serve
 from gateway.storage import database
@@ -71,11 +72,19 @@ async def admin(config: Config) -> AsyncIterator[Admin]:
 
 
 @pytest.fixture
-async def server(config: Config, admin: Admin) -> AsyncIterator[Server]:
+def gateway_clock() -> Clock | None:
+    """The clock the served gateway runs on; a test overrides it to move time without waiting."""
+    return None
+
+
+@pytest.fixture
+async def server(config: Config, admin: Admin, gateway_clock: Clock | None) -> AsyncIterator[Server]:
     """``serve`` running in this test's event loop until the test ends."""
     stop = asyncio.Event()
     ready: asyncio.Future[Endpoints] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(config, shutdown_trigger=stop.wait, on_ready=ready.set_result))
+    task = asyncio.create_task(
+        serve(config, shutdown_trigger=stop.wait, on_ready=ready.set_result, clock=gateway_clock)
+    )
     done, _ = await asyncio.wait([task, ready], timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()  # serve failed to start: raise its error

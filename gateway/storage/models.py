@@ -26,11 +26,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
     "ApiKey",
+    "Attachment",
     "Base",
     "Delivery",
     "Device",
     "ExpoTicket",
     "Message",
+    "PushoverReceipt",
     "Receipt",
     "Topic",
     "User",
@@ -253,3 +255,40 @@ class ExpoTicket(Base):
     device_id: Mapped[str] = mapped_column(String(36))
     sent_at: Mapped[datetime] = mapped_column(index=True)
     check_after: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class PushoverReceipt(Base):
+    """An emergency-priority (2) Pushover message: re-sent every ``retry`` seconds until acknowledged,
+    cancelled or ``expires_at``; ``id`` is the receipt Pushover clients poll (``gateway.emergency``).
+    ``callback_url`` stays on the message (signed, through the outbox, like every callback)."""
+
+    __tablename__ = "pushover_receipts"
+
+    id: Mapped[str] = mapped_column(String(30), primary_key=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), unique=True)
+    topic_id: Mapped[str] = mapped_column(ForeignKey("topics.id", ondelete="CASCADE"), index=True)
+    retry: Mapped[int] = mapped_column(Integer)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    next_send_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column()
+    last_delivered_at: Mapped[datetime] = mapped_column()
+    acknowledged_at: Mapped[datetime | None] = mapped_column(default=None)
+    acknowledged_by: Mapped[str] = mapped_column(String(100), default="")
+    acknowledged_by_device: Mapped[str] = mapped_column(String(100), default="")
+    cancelled_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    # The scheduler reads the rows that still re-send, by when they are due.
+    __table_args__ = (Index("ix_pushover_receipts_next_send_at", "next_send_at"),)
+
+
+class Attachment(Base):
+    """An uploaded attachment (Pushover's ``attachment``): the bytes are the file ``<data_dir>/attachments/
+    <id>``, served at ``GET /api/attachments/<id>`` with ``content_type`` (``gateway.attachments``)."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
