@@ -18,6 +18,7 @@ from gateway import retention
 from gateway.access import Access
 from gateway.actions import Actions
 from gateway.admin import Admin
+from gateway.autorevoke import AutoRevoker
 from gateway.channels.mqtt import MqttChannel, MqttEgress
 from gateway.channels.webhook import UrlGuard
 from gateway.config import Config
@@ -80,6 +81,17 @@ class Gateway:
         )
         self.actions = Actions(self.sessions, self.access, self.outbox, self.webhooks)
         self.outbox.on_delivered(self.actions.delivered)
+        self.auto_revoke: AutoRevoker | None = None
+        if config.ratelimit.auto_revoke:
+            self.auto_revoke = AutoRevoker(
+                config.ratelimit,
+                sessions=self.sessions,
+                admin=self.admin,
+                publish=self.publish,
+                webhooks=self.webhooks,
+                outbox=self.outbox,
+            )
+            self.rate_limiter.on_key_refused(self.auto_revoke.strike)
 
     def attach_mqtt(self, egress: MqttEgress) -> None:
         """Enable the MQTT channel; ``broker/`` provides the egress, the composition root wires it."""
@@ -111,6 +123,8 @@ class Gateway:
             try:
                 yield gateway
             finally:
+                if gateway.auto_revoke is not None:
+                    await gateway.auto_revoke.close()
                 maintenance.cancel()
                 gateway.outbox.stop()
                 await gateway.writer.stop()
