@@ -23,6 +23,7 @@ from gateway.channels.mqtt import MqttChannel, MqttEgress
 from gateway.channels.webhook import UrlGuard
 from gateway.config import Config
 from gateway.devices import Devices
+from gateway.instapush import Instapush
 from gateway.outbox import Outbox
 from gateway.publish import Publisher
 from gateway.ratelimit import RateLimiter
@@ -81,6 +82,7 @@ class Gateway:
         )
         self.actions = Actions(self.sessions, self.access, self.outbox, self.webhooks)
         self.outbox.on_delivered(self.actions.delivered)
+        self.instapush = Instapush(self.sessions, self.access, self.admin, self.publish, config.limits)
         self.auto_revoke: AutoRevoker | None = None
         if config.ratelimit.auto_revoke:
             self.auto_revoke = AutoRevoker(

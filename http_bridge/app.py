@@ -9,6 +9,7 @@ from http_bridge import health, push
 from http_bridge.actions import blueprint as actions_blueprint
 from http_bridge.devices import blueprint as devices_blueprint
 from http_bridge.errors import register_error_handlers
+from http_bridge.instapush import blueprint as instapush_blueprint
 from http_bridge.pushstaq import blueprint as pushstaq_blueprint
 from http_bridge.receipts import blueprint as receipts_blueprint
 from http_bridge.state import GATEWAY_KEY
@@ -25,6 +26,7 @@ def create_app(gw: Gateway) -> Quart:
     app.extensions[GATEWAY_KEY] = gw
     app.register_blueprint(push.blueprint)
     app.register_blueprint(pushstaq_blueprint)
+    app.register_blueprint(instapush_blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(receipts_blueprint)
     app.register_blueprint(topics_blueprint)
