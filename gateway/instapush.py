@@ -158,6 +158,8 @@ class Instapush:
             topics = list(
                 await session.scalars(select(Topic).where(Topic.owner_id == owner_id).order_by(Topic.name))
             )
+            if not topics:
+                return []
             keys = await session.scalars(
                 select(ApiKey)
                 .where(ApiKey.topic_id.in_([t.id for t in topics]), ApiKey.revoked_at.is_(None))

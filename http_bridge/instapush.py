@@ -117,7 +117,7 @@ def _route(
     path: str, method: str
 ) -> Callable[[Callable[[], Awaitable[Response]]], Callable[[], Awaitable[Response]]]:
     """Register a view under ``/v1`` and without it ("the latest version"), each with and without a
-    trailing slash (a POST is never redirected)."""
+    trailing slash (a POST is never redirected; ``strict_slashes=False`` would answer a GET 404, not 405)."""
 
     def register(view: Callable[[], Awaitable[Response]]) -> Callable[[], Awaitable[Response]]:
         for rule in (f"/v1{path}", f"/v1{path}/", path, f"{path}/"):

@@ -134,6 +134,7 @@ async def test_documented_curl_examples(server: Server, admin: Admin, make_clien
 async def test_credential_errors(server: Server, admin: Admin, http: httpx.AsyncClient) -> None:
     token = (await admin.create_user("alice")).secret
     other = (await admin.create_user("bob")).secret
+    assert (await http.get("/v1/apps/list", headers={"x-instapush-token": other})).json() == []
     mine = await app(http, token)
     theirs = await app(http, other, "theirs")
     key = mine["x-instapush-appsecret"]
