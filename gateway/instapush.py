@@ -4,10 +4,11 @@
   ``appID`` is the topic's id, ``appSecret`` one of its API keys. ``apps/add`` makes the topic (named after
   the title: characters a topic name cannot hold become ``-``, and a taken name gets a short suffix; the
   title itself is kept as the description) and a key labelled ``instapush``, and answers the key: the only
-  time it is shown. ``apps/list`` lists every topic the user owns; keys are stored as hashes, so it cannot
-  show a secret again: ``appSecret`` is the newest active key masked to its public part
-  (``pk_<lookup>_********``, enough to tell which key it is; empty when the topic has none). A new secret
-  comes from ``POST /api/topics/<id>/keys``; listing never makes one.
+  time it is shown. ``apps/list`` lists every topic the user owns (``title``: its description, or its name
+  when it has none). Keys are stored as hashes, so it cannot show a secret again: ``appSecret`` is the
+  newest active key masked to its public part (``pk_<lookup>_********``, enough to tell which key it is;
+  empty when the topic has none). A new secret comes from ``POST /api/topics/<id>/keys``; listing never
+  makes one.
 - An **event** (``events/add``) has a title, unique within its app (adding it again replaces its trackers
   and pattern, so a setup script may run twice), the tracker names a post must give, and a message
   pattern such as ``{email} has signed up from {country}``. Every ``{name}`` in the pattern must be a
