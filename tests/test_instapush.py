@@ -4,12 +4,15 @@ Instapush's ``{"msg", "error": true, "status"}`` with the matching HTTP status."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import httpx
+import pytest
 
 from gateway.admin import Admin
+from gateway.config import Config, RateLimitConfig
 from gateway.instapush import render
 from http_bridge.instapush import complete_json
 from tests.conftest import MqttClient, Server, bearer, stored_messages
@@ -267,3 +270,32 @@ def test_only_missing_closing_brackets_are_completed() -> None:
     assert complete_json('{"a": "open') is None  # ends inside a string
     assert complete_json('{"a": 1]') is None  # a wrong closer
     assert complete_json('{"a": 1}') is None  # nothing missing
+
+
+@pytest.fixture
+def key_burst() -> int | None:
+    return None  # the default limits
+
+
+@pytest.fixture
+def config(config: Config, key_burst: int | None) -> Config:
+    if key_burst is None:
+        return config
+    return dataclasses.replace(config, ratelimit=RateLimitConfig(key_burst=key_burst, key_per_second=0.001))
+
+
+@pytest.mark.parametrize("key_burst", [1])
+async def test_over_the_rate_limit(
+    server: Server, admin: Admin, http: httpx.AsyncClient, key_burst: int
+) -> None:
+    headers = await app(http, (await admin.create_user("alice")).secret)
+    event = {"title": "e", "trackers": [], "message": "tick"}
+    assert (await http.post("/v1/events/add", json=event, headers=headers)).status_code == 201
+    assert (
+        await http.post("/v1/post", json={"event": "e", "trackers": {}}, headers=headers)
+    ).status_code == 201
+    refused = await http.post("/v1/post", json={"event": "e", "trackers": {}}, headers=headers)
+    assert "retry after" in failed(refused, 429)
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+    assert [m.message for m in await stored_messages(server.config)] == ["tick"]
