@@ -17,7 +17,7 @@ applies it at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,6 +40,9 @@ __all__ = ["DESCRIPTION_MAX_CHARS", "LABEL_MAX_CHARS", "Admin", "Created", "Issu
 DESCRIPTION_MAX_CHARS = 1000
 # The width of the api_keys.label column.
 LABEL_MAX_CHARS = 100
+
+# Called with the session and the key inside the transaction that revokes it.
+AlsoOnRevoke = Callable[[Any, ApiKey], Awaitable[None]]
 
 _TOPIC_FIELDS = ("name", "description", "is_private")
 _TOPIC_READ_ONLY = frozenset({"id", "created_at", "key_count", "owner_id"})
@@ -319,21 +322,24 @@ class Admin:
             topic = await self._owned_topic(session, owner_id, topic_id)
             return await self._keys(session, topic.id)
 
-    async def _revoke(self, session: Any, key: ApiKey) -> datetime:
-        """Revoke a key; it fails at its next use. Revoking twice keeps the first time."""
+    async def _revoke(self, session: Any, key: ApiKey, also: AlsoOnRevoke | None = None) -> datetime:
+        """Revoke a key; it fails at its next use. Revoking twice keeps the first time. ``also`` adds rows
+        to the revoking transaction (an event about it), and runs only if this call revokes the key."""
         if key.revoked_at is None:
             key.revoked_at = utcnow()
+            if also is not None:
+                await also(session, key)
             await session.commit()
             self._on_keys_revoked()
         return key.revoked_at
 
-    async def revoke_key(self, key_id: str) -> datetime:
+    async def revoke_key(self, key_id: str, *, also: AlsoOnRevoke | None = None) -> datetime:
         """Revoke a key; it fails at its next use. Revoking twice keeps the first time."""
         async with self._sessions() as session:
             key = await session.get(ApiKey, key_id)
             if key is None:
                 raise NotFound(f"no API key with id {key_id}; see pushgate key list TOPIC")
-            return await self._revoke(session, key)
+            return await self._revoke(session, key, also)
 
     async def revoke_topic_key(self, owner_id: str, topic_id: str, key_id: str) -> ApiKey:
         """Revoke a key of the user's topic; a key of another topic is reported like an unknown id."""

@@ -143,6 +143,15 @@ class RateLimitConfig:
     # (counted, logged): that client starts again from a full bucket, so a flood of new addresses never
     # locks others out.
     max_buckets: int = 10000
+    # Off: a key is never revoked for its rate. On: a key refused for its own rate auto_revoke_strikes
+    # times within auto_revoke_window is revoked at once (PushStaq's "exceeds rate limit ... the API Key
+    # will be revoked"), logged, posted to its topic and sent to the owner's webhooks as key_revoked.
+    # A client that honours Retry-After is refused a handful of times, a spamming one hundreds.
+    auto_revoke: bool = False
+    # Refusals (429 for the key's own bucket) that revoke the key when they fall within the window.
+    auto_revoke_strikes: int = 100
+    # The window the strikes are counted in (one minute).
+    auto_revoke_window: float = 60 * SECONDS
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from gateway.actions import Actions
 from gateway.admin import Admin
 from gateway.attachments import Attachments
 from gateway.channels.expo import ExpoChannel
+from gateway.autorevoke import AutoRevoker
 from gateway.channels.mqtt import MqttChannel, MqttEgress
 from gateway.channels.webhook import UrlGuard
 from gateway.channels.webpush import WebPushChannel
@@ -29,6 +30,7 @@ from gateway.devices import Devices
 from gateway.emergency import Emergencies
 from gateway.expo_api import ExpoApi
 from gateway.expo_receipts import ExpoReceipts
+from gateway.instapush import Instapush
 from gateway.outbox import Outbox
 from gateway.publish import Publisher
 from gateway.pushover import Applications, MonthlyQuota
@@ -128,6 +130,18 @@ class Gateway:
         self.pushover_apps = Applications(self.sessions, self.access, self.targets)
         self.emergencies = Emergencies(self.sessions, self.access, self.outbox, self.targets, clock)
         self.actions.on_action(self.emergencies.acknowledge)
+        self.instapush = Instapush(self.sessions, self.access, self.admin, self.publish, config.limits)
+        self.auto_revoke: AutoRevoker | None = None
+        if config.ratelimit.auto_revoke:
+            self.auto_revoke = AutoRevoker(
+                config.ratelimit,
+                sessions=self.sessions,
+                admin=self.admin,
+                publish=self.publish,
+                webhooks=self.webhooks,
+                outbox=self.outbox,
+            )
+            self.rate_limiter.on_key_refused(self.auto_revoke.strike)
 
     def attach_mqtt(self, egress: MqttEgress) -> None:
         """Enable the MQTT channel; ``broker/`` provides the egress, the composition root wires it."""
@@ -165,6 +179,8 @@ class Gateway:
             try:
                 yield gateway
             finally:
+                if gateway.auto_revoke is not None:
+                    await gateway.auto_revoke.close()
                 maintenance.cancel()
                 emergencies.cancel()
                 if gateway.expo_receipts is not None:

@@ -12,7 +12,16 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-__all__ = ["KEY_PREFIX", "TOKEN_PREFIX", "Credential", "generate", "hash_secret", "parse", "verify"]
+__all__ = [
+    "KEY_PREFIX",
+    "TOKEN_PREFIX",
+    "Credential",
+    "generate",
+    "hash_secret",
+    "is_key",
+    "parse",
+    "verify",
+]
 
 KEY_PREFIX = "pk"
 TOKEN_PREFIX = "pt"
@@ -39,6 +48,16 @@ def parse(value: str) -> Credential | None:
     if len(parts) != 3 or parts[0] not in (KEY_PREFIX, TOKEN_PREFIX) or len(parts[1]) != 2 * _LOOKUP_BYTES:
         return None
     return Credential(parts[0], parts[1], value)
+
+
+def is_key(value: str) -> bool:
+    """Whether ``value`` has an API key's shape (``pk_<12 chars>_…``), valid or not.
+
+    No topic name may have this shape (``gateway.topics``), so ``/api/push/<segment>/`` tells a key from a
+    topic by the segment alone, and an invalid key there is a 401, never a 404 for an unknown topic.
+    """
+    cred = parse(value)
+    return cred is not None and cred.kind == KEY_PREFIX
 
 
 def hash_secret(value: str) -> str:

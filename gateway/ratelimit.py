@@ -156,6 +156,12 @@ class RateLimiter:
         self.addresses = BucketTable(
             "address", config.address_burst, config.address_per_second, config.max_buckets
         )
+        self._key_refused: list[Callable[[Principal], None]] = []
+
+    def on_key_refused(self, listener: Callable[[Principal], None]) -> None:
+        """Call ``listener(principal)`` whenever a key's push is refused because the key's own bucket is
+        empty (not its address's): ``gateway.autorevoke`` counts these."""
+        self._key_refused.append(listener)
 
     def acquire(self, principal: Principal, client_addr: str | None) -> RateState | None:
         """Take a token for one push, or raise ``RateLimited``; ``None`` when no limit applies."""
@@ -179,6 +185,9 @@ class RateLimiter:
             if level + _EPSILON < 1.0
         ]
         if refused:
+            if any(r[1] == "key" for r in refused):
+                for listener in self._key_refused:
+                    listener(principal)
             wait, scope, table, level = max(refused, key=lambda r: r[0])
             state = self._state(scope, table, level, max(1, math.ceil(wait)))
             raise RateLimited(

@@ -15,19 +15,29 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from gateway import credentials
 from gateway.access import TopicInfo, topic_info
 from gateway.errors import NotFound, ValidationError
 from gateway.ids import new_id
 from gateway.storage.models import Topic
 
-__all__ = ["TOPIC_NAME", "TopicDirectory", "check_topic_name"]
+__all__ = ["TOPIC_NAME", "TopicDirectory", "check_topic_name", "valid_topic_name"]
 
 TOPIC_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def valid_topic_name(name: str) -> bool:
+    """The name rule, plus: never the shape of an API key, which ``/api/push/<key>/`` reads as a key."""
+    return TOPIC_NAME.fullmatch(name) is not None and not credentials.is_key(name)
 
 
 def check_topic_name(name: str) -> str:
     if not TOPIC_NAME.fullmatch(name):
         raise ValidationError("topic", "a topic name is 1-64 characters of A-Z, a-z, 0-9, '_' and '-'")
+    if credentials.is_key(name):
+        raise ValidationError(
+            "topic", "a topic name may not look like an API key (pk_<12 characters>_...): choose another"
+        )
     return name
 
 
@@ -94,7 +104,7 @@ class TopicDirectory:
         info = await self.find(name)
         if info is not None:
             return info
-        if not TOPIC_NAME.fullmatch(name):
+        if not valid_topic_name(name):
             raise NotFound(f'"{name}" is not a valid topic name', error=f'Topic "{name}" not found')
         if not self._auto_create:
             raise NotFound(

@@ -7,7 +7,8 @@ naming its field; unknown fields are refused (``secret`` among them: pushgate ma
 
 - ``url`` (required): http:// or https://, at most ``URL_MAX_CHARS``, not refused by the SSRF rules of
   ``gateway.channels.webhook.UrlGuard`` (checked again at every delivery);
-- ``events`` (required): a non-empty list of ``action``, ``delivered``, ``read``, ``expired``, ``all``;
+- ``events`` (required): a non-empty list of ``action``, ``delivered``, ``read``, ``expired``,
+  ``key_revoked``, ``all``;
 - ``topic_ids``: the user's topics, by id (or name, stored as the id); empty, the default, is every topic
   the user owns, also those created later;
 - ``active``: true (default) or false; an inactive webhook gets no new deliveries, and pending ones fail.
@@ -41,6 +42,9 @@ bodies, compact JSON:
   GET /api/receipts/{id} answers it>}``. ``delivered`` is sent once, when the first target (an MQTT
   subscriber today) receives the message; ``read`` on every read report; ``expired`` when the ttl ran out
   unread;
+- ``key_revoked``: ``{"event", "key_id", "label", "topic", "topic_id", "reason", "strikes",
+  "window_seconds", "revoked_at", "message_id"}`` when ``[ratelimit] auto_revoke`` revoked a key that kept
+  exceeding its rate limit (``gateway.autorevoke``); ``message_id`` is the notice posted to the topic;
 - ``test`` (``POST /api/webhooks/{id}/test``): ``{"event": "test", "webhook_id", "sent_at"}``. It is sent
   at once, not through the outbox, and the answer says how the target replied.
 
@@ -94,7 +98,7 @@ __all__ = [
     "webhook_dict",
 ]
 
-EVENTS = ("action", "delivered", "read", "expired")
+EVENTS = ("action", "delivered", "read", "expired", "key_revoked")
 ALL = "all"
 # iotpush's contract: "Up to 10 webhooks per account".
 WEBHOOKS_PER_USER = 10

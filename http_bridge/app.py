@@ -12,6 +12,8 @@ from http_bridge.body_limits import request_class
 from http_bridge.dashboard import blueprint as dashboard_blueprint
 from http_bridge.devices import blueprint as devices_blueprint
 from http_bridge.errors import register_error_handlers
+from http_bridge.instapush import blueprint as instapush_blueprint
+from http_bridge.pushstaq import blueprint as pushstaq_blueprint
 from http_bridge.receipts import blueprint as receipts_blueprint
 from http_bridge.state import GATEWAY_KEY
 from http_bridge.topics import blueprint as topics_blueprint
@@ -31,6 +33,8 @@ def create_app(gw: Gateway) -> Quart:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[GATEWAY_KEY] = gw
     app.register_blueprint(push.blueprint)
+    app.register_blueprint(pushstaq_blueprint)
+    app.register_blueprint(instapush_blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(receipts_blueprint)
     app.register_blueprint(topics_blueprint)

@@ -6,6 +6,7 @@ Field sources, later ones winning: query parameters, then headers (``Title``, ``
 is the message text, because ``curl -d "Hello"`` sends plain text with that content type.
 
 Every accepted push is answered with the ``X-RateLimit-*`` headers (a refused one, by the error handler).
+A path segment with an API key's shape is PushStaq's ``/api/push/<key>/`` (``http_bridge.pushstaq``).
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from urllib.parse import parse_qs
 
 from quart import Blueprint, Response, current_app, jsonify, request
 
+from gateway import credentials
 from gateway.errors import ValidationError
 from gateway.json_input import parse_json_object
-from gateway.request import PushRequest
+from gateway.request import PushRequest, PushResult
 from http_bridge.auth import presented_credential
 from http_bridge.errors import rate_limit_headers
 from http_bridge.state import gateway
 
-__all__ = ["blueprint"]
+__all__ = ["blueprint", "push_answer", "request_fields"]
 
 blueprint = Blueprint("push", __name__)
 
@@ -76,13 +78,27 @@ def _to_request(topic: str, fields: dict[str, Any]) -> PushRequest:
     )
 
 
-@blueprint.route("/api/push/<topic>", methods=["POST"], provide_automatic_options=False)
-@blueprint.route("/api/push/<topic>/", methods=["POST"], provide_automatic_options=False)
-async def push(topic: str) -> Response:
+async def request_fields() -> dict[str, Any]:
+    """The push fields of this request: query parameters, header shortcuts, then the body."""
     fields = _shortcut_fields()
     fields.update(await _body_fields())
-    result = await gateway(current_app).publish(_to_request(topic, fields))
+    return fields
+
+
+def push_answer(result: PushResult) -> Response:
+    """The push answer: the result as JSON, with the ``X-RateLimit-*`` headers."""
     response = jsonify(result.to_dict())
     if result.rate is not None:
         response.headers.update(rate_limit_headers(result.rate))
     return response
+
+
+@blueprint.route("/api/push/<topic>", methods=["POST"], provide_automatic_options=False)
+@blueprint.route("/api/push/<topic>/", methods=["POST"], provide_automatic_options=False)
+async def push(topic: str) -> Response:
+    if credentials.is_key(topic):  # PushStaq's /api/push/<key>/: no topic name has a key's shape
+        from http_bridge.pushstaq import push_with_key  # pushstaq builds on this module
+
+        return await push_with_key(topic)
+    result = await gateway(current_app).publish(_to_request(topic, await request_fields()))
+    return push_answer(result)

@@ -1,5 +1,5 @@
-"""The ORM models: users, user tokens, topics, API keys, messages, receipts, deliveries, devices and
-webhooks.
+"""The ORM models: users, user tokens, topics, API keys, messages, receipts, deliveries, devices,
+webhooks and Instapush events.
 
 Times are stored as timezone-aware UTC. Ids users see are UUIDv7 strings (``gateway.ids``), so they sort
 by creation time on every backend. Credentials are stored only as SHA-256 hashes (``gateway.credentials``);
@@ -31,6 +31,7 @@ __all__ = [
     "Delivery",
     "Device",
     "ExpoTicket",
+    "InstapushEvent",
     "Message",
     "PushoverReceipt",
     "Receipt",
@@ -292,3 +293,21 @@ class Attachment(Base):
     content_type: Mapped[str] = mapped_column(String(100))
     size: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class InstapushEvent(Base):
+    """An Instapush event of an app (a topic): the trackers a post must give and the message pattern they
+    fill (``gateway.instapush``). The title is unique within the topic; the rows go with the topic."""
+
+    __tablename__ = "instapush_events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    topic_id: Mapped[str] = mapped_column(ForeignKey("topics.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(64))
+    trackers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    # Leads with topic_id, so it also serves "the app's events".
+    __table_args__ = (UniqueConstraint("topic_id", "title", name="uq_instapush_events_topic_title"),)
