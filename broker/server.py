@@ -33,7 +33,7 @@ from broker.handler import IngestProtocolHandler
 from broker.home_acl import HomeAcl
 from broker.ingest import action_report, error_payload, push_request
 from broker.topic_tree import TopicTree
-from broker.topics import DEVICE_LEAVES, PushgateTopic, parse_filter, parse_topic
+from broker.topics import DEVICE_LEAVES, PushgateTopic, parse_discovery, parse_filter, parse_topic
 from gateway import credentials
 from gateway.access import ANONYMOUS, Principal
 from gateway.config import MqttConfig
@@ -70,6 +70,8 @@ class PushgateBroker(Broker):
         self._prefix = config.prefix
         self._ingesting: set[asyncio.Task[bool]] = set()
         self._home_acl = HomeAcl(config.home_acl)
+        discovery = gateway.homeassistant
+        self._discovery_prefix = discovery.prefix if discovery.enabled else None
         self._tree: TopicTree[Session] = TopicTree()  # the routing index; upstream's dict stays for its code
         self._audit: asyncio.Task[None] | None = None
         self._audit_now = asyncio.Event()
@@ -177,6 +179,11 @@ class PushgateBroker(Broker):
     async def publish(self, mqtt_topic: str, payload: bytes, qos: int) -> None:
         await self._broadcast_message(None, mqtt_topic, payload, qos)
 
+    async def publish_retained(self, mqtt_topic: str, payload: bytes, qos: int) -> None:
+        """As a client's retained publish: to the current subscribers, then kept (or, empty, deleted)."""
+        await self._broadcast_message(None, mqtt_topic, payload, qos)
+        await self.retain_message(None, mqtt_topic, payload, qos)
+
     # -- CONNECT -------------------------------------------------------------------------------------
 
     async def _initialize_client_session(
@@ -282,6 +289,8 @@ class PushgateBroker(Broker):
         if action == Action.PUBLISH:
             parsed = parse_topic(self._prefix, topic)
             if parsed is None:
+                if self._discovery_name(topic) is not None:
+                    return False  # the gateway's Home Assistant discovery configs: not to be forged
                 return topic.split("/", 1)[0] != self._prefix and self._home_acl.allows(
                     principal, "write", topic
                 )
@@ -296,8 +305,23 @@ class PushgateBroker(Broker):
         if parsed is None:
             if topic.split("/", 1)[0] == self._prefix:
                 return principal.kind == "user"  # a malformed pushgate topic: only users see such things
-            return self._home_acl.allows(principal, "read", topic)
+            if not self._home_acl.allows(principal, "read", topic):
+                return False
+            name = self._discovery_name(topic)
+            return name is None or await self._may_read_discovery(principal, name)
         return await self._may_access(principal, parsed.name)
+
+    def _discovery_name(self, topic: str) -> str | None:
+        """The pushgate topic a Home Assistant discovery topic announces, when discovery is on."""
+        if self._discovery_prefix is None:
+            return None
+        return parse_discovery(self._discovery_prefix, topic)
+
+    async def _may_read_discovery(self, principal: Principal, name: str) -> bool:
+        """A discovery config names its topic: only those who may read the topic receive it (a topic just
+        deleted is judged as it was, so its owner's Home Assistant receives the clearing payload)."""
+        topic = await self._gateway.topics.find(name) or self._gateway.homeassistant.topic_for(name)
+        return topic is not None and self._gateway.access.may_access(principal, topic)
 
     async def _may_subscribe(self, principal: Principal, topic_filter: str) -> bool:
         parsed = parse_filter(self._prefix, topic_filter)

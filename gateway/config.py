@@ -20,6 +20,7 @@ from gateway.errors import ConfigError
 
 __all__ = [
     "Config",
+    "HomeAssistantConfig",
     "HttpConfig",
     "LimitsConfig",
     "LogConfig",
@@ -177,6 +178,16 @@ class WebhooksConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HomeAssistantConfig:
+    """MQTT discovery for Home Assistant; `gateway/homeassistant.py` says what is published and to whom."""
+
+    # On: every topic is announced as a device with an event entity and a device trigger per action id.
+    discovery: bool = True
+    # Home Assistant's discovery prefix (its MQTT integration's setting, "homeassistant" unless changed).
+    discovery_prefix: str = "homeassistant"
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "INFO"
 
@@ -191,6 +202,7 @@ class Config:
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 

@@ -22,6 +22,7 @@ from gateway.channels.mqtt import MqttChannel, MqttEgress
 from gateway.channels.webhook import UrlGuard
 from gateway.config import Config
 from gateway.devices import Devices
+from gateway.homeassistant import HomeAssistant
 from gateway.outbox import Outbox
 from gateway.publish import Publisher
 from gateway.ratelimit import RateLimiter
@@ -52,8 +53,9 @@ class Gateway:
         )
         self.access = Access(self.sessions)
         self._revocation_listeners: list[Callable[[], None]] = []
+        self.homeassistant = HomeAssistant(self.sessions, config.homeassistant, config.mqtt.prefix)
         self.admin = Admin(
-            self.sessions, on_topic_change=self.topics.invalidate, on_keys_revoked=self._keys_revoked
+            self.sessions, on_topic_change=self._topic_changed, on_keys_revoked=self._keys_revoked
         )
         self.receipts = Receipts(self.sessions, self.access)
         self.targets = DeviceTargets(self.sessions)
@@ -69,6 +71,7 @@ class Gateway:
             outbox=self.outbox,
             limiter=self.rate_limiter,
             targets=self.targets,
+            on_accepted=self.homeassistant.actions_used,
         )
         self.publish = self.publisher.publish
         hooks = config.webhooks
@@ -78,12 +81,19 @@ class Gateway:
         self.outbox.add_channel(
             self.webhooks.channel, broadcast=False, retry=self.webhooks.retry, concurrency=hooks.concurrency
         )
-        self.actions = Actions(self.sessions, self.access, self.outbox, self.webhooks)
+        self.actions = Actions(
+            self.sessions, self.access, self.outbox, self.webhooks, homeassistant=self.homeassistant
+        )
         self.outbox.on_delivered(self.actions.delivered)
 
     def attach_mqtt(self, egress: MqttEgress) -> None:
         """Enable the MQTT channel; ``broker/`` provides the egress, the composition root wires it."""
         self.outbox.add_channel(MqttChannel(self.config.mqtt.prefix, egress))
+        self.homeassistant.attach(egress)
+
+    def _topic_changed(self, name: str) -> None:
+        self.topics.invalidate(name)
+        self.homeassistant.topic_changed(name)
 
     def on_keys_revoked(self, listener: Callable[[], None]) -> None:
         """Register an edge that must re-check live sessions when keys are revoked (the broker)."""
@@ -108,13 +118,15 @@ class Gateway:
             writer = _owned(gateway.writer.run(), "group-commit-writer")
             outbox = _owned(gateway.outbox.run(), "outbox")
             maintenance = _owned(gateway._maintenance(), "maintenance")
+            discovery = _owned(gateway.homeassistant.run(), "homeassistant-discovery")
             try:
                 yield gateway
             finally:
+                gateway.homeassistant.stop()
                 maintenance.cancel()
                 gateway.outbox.stop()
                 await gateway.writer.stop()
-                await asyncio.wait([writer, outbox, maintenance])
+                await asyncio.wait([writer, outbox, maintenance, discovery])
                 await gateway.webhooks.close()
                 await gateway.access.flush_last_used()
         finally:
