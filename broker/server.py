@@ -34,7 +34,7 @@ from broker.home_acl import HomeAcl
 from broker.ingest import action_report, error_payload, push_request
 from broker.session_state import SessionState
 from broker.topic_tree import TopicTree
-from broker.topics import DEVICE_LEAVES, PushgateTopic, parse_filter, parse_topic
+from broker.topics import DEVICE_LEAVES, PushgateTopic, parse_discovery, parse_filter, parse_topic
 from broker.wire import Outgoing, remaining_length
 from gateway import credentials
 from gateway.access import ANONYMOUS, Principal
@@ -79,6 +79,8 @@ class PushgateBroker(Broker):
         self._prefix_level = config.prefix + "/"
         self._ingesting: set[asyncio.Future[Any]] = set()
         self._home_acl = HomeAcl(config.home_acl)
+        discovery = gateway.homeassistant
+        self._discovery_prefix = discovery.prefix if discovery.enabled else None
         self._tree: TopicTree[Session] = TopicTree()  # the routing index; upstream's dict stays for its code
         self._audit: asyncio.Task[None] | None = None
         self._audit_now = asyncio.Event()
@@ -186,6 +188,11 @@ class PushgateBroker(Broker):
 
     async def publish(self, mqtt_topic: str, payload: bytes, qos: int) -> None:
         await self._route(mqtt_topic, payload, qos)
+
+    async def publish_retained(self, mqtt_topic: str, payload: bytes, qos: int) -> None:
+        """As a client's retained publish: to the current subscribers, then kept (or, empty, deleted)."""
+        await self._route(mqtt_topic, payload, qos)
+        await self.retain_message(None, mqtt_topic, payload, qos)
 
     # -- CONNECT -------------------------------------------------------------------------------------
 
@@ -295,6 +302,8 @@ class PushgateBroker(Broker):
         if action == Action.PUBLISH:
             parsed = parse_topic(self._prefix, topic)
             if parsed is None:
+                if self._discovery_name(topic) is not None:
+                    return False  # the gateway's Home Assistant discovery configs: not to be forged
                 return topic.split("/", 1)[0] != self._prefix and self._home_acl.allows(
                     principal, "write", topic
                 )
@@ -308,15 +317,26 @@ class PushgateBroker(Broker):
         if verdict is not None:
             return verdict
         principal: Principal = session.attributes.get(PRINCIPAL, ANONYMOUS)
+        if not self._in_prefix(topic):  # a discovery config whose topic is not cached
+            name = self._discovery_name(topic)
+            assert name is not None
+            return await self._may_read_discovery(principal, name)
         parsed = parse_topic(self._prefix, topic)
         assert parsed is not None
         return await self._may_access(principal, parsed.name)
 
     def _receive_verdict(self, session: Session, topic: str) -> bool | None:
         """``_may_receive`` without waiting, or ``None`` when the topic's privacy is not cached."""
-        if not self._in_prefix(topic):
-            return self._home_allows(session, "read", topic)
         principal: Principal = session.attributes.get(PRINCIPAL, ANONYMOUS)
+        if not self._in_prefix(topic):
+            if not self._home_allows(session, "read", topic):
+                return False
+            name = self._discovery_name(topic)
+            if name is None:
+                return True
+            # a discovery config names its topic: only those who may read the topic receive it
+            info = self._gateway.topics.cached(name)
+            return None if info is None else self._gateway.access.may_access(principal, info)
         parsed = parse_topic(self._prefix, topic)
         if parsed is None:
             return principal.kind == "user"  # a malformed pushgate topic: only users see such things
@@ -342,6 +362,18 @@ class PushgateBroker(Broker):
             principal: Principal = attributes.get(PRINCIPAL, ANONYMOUS)
             verdict = verdicts[topic] = self._home_acl.allows(principal, access, topic)
         return verdict
+
+    def _discovery_name(self, topic: str) -> str | None:
+        """The pushgate topic a Home Assistant discovery topic announces, when discovery is on."""
+        if self._discovery_prefix is None:
+            return None
+        return parse_discovery(self._discovery_prefix, topic)
+
+    async def _may_read_discovery(self, principal: Principal, name: str) -> bool:
+        """A discovery config names its topic: only those who may read the topic receive it (a topic just
+        deleted is judged as it was, so its owner's Home Assistant receives the clearing payload)."""
+        topic = await self._gateway.topics.find(name) or self._gateway.homeassistant.topic_for(name)
+        return topic is not None and self._gateway.access.may_access(principal, topic)
 
     async def _may_subscribe(self, principal: Principal, topic_filter: str) -> bool:
         parsed = parse_filter(self._prefix, topic_filter)
@@ -432,7 +464,8 @@ class PushgateBroker(Broker):
         routed, or refused by the ACL and dropped (acknowledged all the same, as mosquitto does).
         """
         if not self._in_prefix(topic):
-            allowed = self._home_allows(session, "write", topic)
+            # the gateway's Home Assistant discovery configs are not for clients to forge
+            allowed = self._discovery_name(topic) is None and self._home_allows(session, "write", topic)
         elif self.is_ingest_topic(topic):
             return self._ingest_now(session, topic, data)
         else:

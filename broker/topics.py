@@ -4,10 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEVICE_LEAVES", "GATEWAY_LEAVES", "PushgateTopic", "parse_filter", "parse_topic"]
+from gateway.homeassistant import NODE_PREFIX, STATE_EVENT
+
+__all__ = [
+    "DEVICE_LEAVES",
+    "DISCOVERY_NODE_PREFIX",
+    "GATEWAY_LEAVES",
+    "PushgateTopic",
+    "parse_discovery",
+    "parse_filter",
+    "parse_topic",
+]
 
 DEVICE_LEAVES = frozenset({"push", "act"})  # devices publish these
-GATEWAY_LEAVES = frozenset({"message", "action", "receipt", "error"})  # only the gateway publishes these
+# only the gateway publishes these (STATE_EVENT, "event": Home Assistant's state topic)
+GATEWAY_LEAVES = frozenset({"message", "action", "receipt", "error", STATE_EVENT})
+# <discovery prefix>/<component>/pushgate_<topic>/...: Home Assistant discovery topics the gateway owns
+DISCOVERY_NODE_PREFIX = NODE_PREFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,3 +63,13 @@ def parse_filter(prefix: str, topic_filter: str) -> PushgateTopic | None | bool:
     if len(rest) > 2 and leaf != "#":
         return PushgateTopic(name, "")  # deeper than the layout: matches nothing of ours
     return PushgateTopic(name, leaf)
+
+
+def parse_discovery(discovery_prefix: str, mqtt_topic: str) -> str | None:
+    """The pushgate topic name of a Home Assistant discovery topic the gateway announces
+    (``<discovery_prefix>/<component>/pushgate_<topic>/<object>/config``, or any topic below such a node);
+    ``None`` for every other topic."""
+    parts = mqtt_topic.split("/")
+    if len(parts) < 4 or parts[0] != discovery_prefix or not parts[2].startswith(DISCOVERY_NODE_PREFIX):
+        return None
+    return parts[2][len(DISCOVERY_NODE_PREFIX) :] or None

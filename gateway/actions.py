@@ -22,6 +22,7 @@ from gateway.access import Access, Principal, topic_info
 from gateway.channels import Job
 from gateway.envelope import as_utc, iso
 from gateway.errors import NotFound, Unauthorized, ValidationError
+from gateway.homeassistant import HomeAssistant
 from gateway.outbox import Outbox, event_job, event_row
 from gateway.receipts import receipt_dict
 from gateway.storage.models import Device, Message, Receipt, Topic, utcnow
@@ -72,8 +73,17 @@ def _text(value: Any, field: str, *, required: bool, max_chars: int = 255) -> st
 
 
 class Actions:
-    def __init__(self, sessions: Any, access: Access, outbox: Outbox, webhooks: Webhooks) -> None:
+    def __init__(
+        self,
+        sessions: Any,
+        access: Access,
+        outbox: Outbox,
+        webhooks: Webhooks,
+        *,
+        homeassistant: HomeAssistant | None = None,
+    ) -> None:
         self._sessions = sessions
+        self._homeassistant = homeassistant
         self._access = access
         self._outbox = outbox
         self._webhooks = webhooks
@@ -125,11 +135,14 @@ class Actions:
             event = {"event": "action", "message_id": message.id, "topic": topic.name, **taken}
             for hook in self._hooks:
                 event.update(await hook(session, message, principal, taken))
-            jobs = await self._queue(
-                session, message, topic, now, {"action": event, "receipt": receipt_dict(receipt)}, event
-            )
+            payloads = {"action": event, "receipt": receipt_dict(receipt)}
+            if self._homeassistant is not None:  # <prefix>/<topic>/event: Home Assistant's state topic
+                payloads |= self._homeassistant.state_events(action_id, message.id, reply_text)
+            jobs = await self._queue(session, message, topic, now, payloads, event)
             await session.commit()
             answer = {"success": True, "action": event, "receipt": receipt_dict(receipt)}
+        if self._homeassistant is not None:
+            self._homeassistant.actions_used(topic_info(topic), [action_id])
         self._outbox.submit([job() for job in jobs])
         return answer
 

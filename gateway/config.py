@@ -21,6 +21,7 @@ from gateway.errors import ConfigError
 __all__ = [
     "Config",
     "ExpoConfig",
+    "HomeAssistantConfig",
     "HttpConfig",
     "LimitsConfig",
     "LogConfig",
@@ -276,6 +277,16 @@ class PushoverConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HomeAssistantConfig:
+    """MQTT discovery for Home Assistant; `gateway/homeassistant.py` says what is published and to whom."""
+
+    # On: every topic is announced as a device with an event entity and a device trigger per action id.
+    discovery: bool = True
+    # Home Assistant's discovery prefix (its MQTT integration's setting, "homeassistant" unless changed).
+    discovery_prefix: str = "homeassistant"
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "INFO"
 
@@ -293,6 +304,7 @@ class Config:
     webpush: WebPushConfig = field(default_factory=WebPushConfig)
     expo: ExpoConfig = field(default_factory=ExpoConfig)
     pushover: PushoverConfig = field(default_factory=PushoverConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 

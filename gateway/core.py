@@ -19,8 +19,8 @@ from gateway.access import Access
 from gateway.actions import Actions
 from gateway.admin import Admin
 from gateway.attachments import Attachments
-from gateway.channels.expo import ExpoChannel
 from gateway.autorevoke import AutoRevoker
+from gateway.channels.expo import ExpoChannel
 from gateway.channels.mqtt import MqttChannel, MqttEgress
 from gateway.channels.webhook import UrlGuard
 from gateway.channels.webpush import WebPushChannel
@@ -30,6 +30,7 @@ from gateway.devices import Devices
 from gateway.emergency import Emergencies
 from gateway.expo_api import ExpoApi
 from gateway.expo_receipts import ExpoReceipts
+from gateway.homeassistant import HomeAssistant
 from gateway.instapush import Instapush
 from gateway.outbox import Outbox
 from gateway.publish import Publisher
@@ -63,8 +64,9 @@ class Gateway:
         )
         self.access = Access(self.sessions)
         self._revocation_listeners: list[Callable[[], None]] = []
+        self.homeassistant = HomeAssistant(self.sessions, config.homeassistant, config.mqtt.prefix)
         self.admin = Admin(
-            self.sessions, on_topic_change=self.topics.invalidate, on_keys_revoked=self._keys_revoked
+            self.sessions, on_topic_change=self._topic_changed, on_keys_revoked=self._keys_revoked
         )
         self.receipts = Receipts(self.sessions, self.access)
         self.targets = DeviceTargets(self.sessions)
@@ -80,6 +82,7 @@ class Gateway:
             outbox=self.outbox,
             limiter=self.rate_limiter,
             targets=self.targets,
+            on_accepted=self.homeassistant.actions_used,
         )
         self.publish = self.publisher.publish
         hooks = config.webhooks
@@ -101,7 +104,9 @@ class Gateway:
         self.outbox.add_channel(
             self.webpush, broadcast=False, retry=self.webpush.retry, concurrency=push.concurrency
         )
-        self.actions = Actions(self.sessions, self.access, self.outbox, self.webhooks)
+        self.actions = Actions(
+            self.sessions, self.access, self.outbox, self.webhooks, homeassistant=self.homeassistant
+        )
         self.outbox.on_delivered(self.actions.delivered)
         # Phones through Expo; ``clock`` times the receipt checks (a parameter, so tests need not wait).
         self.expo: ExpoChannel | None = None
@@ -146,6 +151,11 @@ class Gateway:
     def attach_mqtt(self, egress: MqttEgress) -> None:
         """Enable the MQTT channel; ``broker/`` provides the egress, the composition root wires it."""
         self.outbox.add_channel(MqttChannel(self.config.mqtt.prefix, egress))
+        self.homeassistant.attach(egress)
+
+    def _topic_changed(self, name: str) -> None:
+        self.topics.invalidate(name)
+        self.homeassistant.topic_changed(name)
 
     def on_keys_revoked(self, listener: Callable[[], None]) -> None:
         """Register an edge that must re-check live sessions when keys are revoked (the broker)."""
@@ -176,9 +186,11 @@ class Gateway:
                 tasks.append(_owned(gateway.expo_receipts.run(), "expo-receipts"))
             emergencies = _owned(gateway.emergencies.run(), "emergencies")
             tasks.append(emergencies)
+            tasks.append(_owned(gateway.homeassistant.run(), "homeassistant-discovery"))
             try:
                 yield gateway
             finally:
+                gateway.homeassistant.stop()
                 if gateway.auto_revoke is not None:
                     await gateway.auto_revoke.close()
                 maintenance.cancel()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from gateway.access import Access, Principal, TopicInfo
@@ -44,6 +44,7 @@ class Publisher:
         outbox: Outbox,
         limiter: RateLimiter,
         targets: DeviceTargets,
+        on_accepted: Callable[[TopicInfo, Iterable[str]], None] | None = None,
     ) -> None:
         self._topics = topics
         self._access = access
@@ -52,6 +53,8 @@ class Publisher:
         self._outbox = outbox
         self._limiter = limiter
         self._targets = targets
+        # Told the action ids of each committed message that offers actions (Home Assistant discovery).
+        self._on_accepted = on_accepted
 
     async def publish(
         self,
@@ -162,6 +165,8 @@ class Publisher:
     def _route(self, accepted: _Accepted) -> PushResult:
         """Hand the committed deliveries to the outbox; the answer an edge gives."""
         message, topic = accepted.message, accepted.topic
+        if message.actions and self._on_accepted is not None:
+            self._on_accepted(topic, [str(action["id"]) for action in message.actions])
         payload = envelope(message, accepted.receipt.id, topic.name)
         self._outbox.submit(
             [Job(d.id, d.channel, message.id, topic.name, payload, "", d.target) for d in accepted.deliveries]

@@ -25,7 +25,7 @@ import pytest
 from amqtt.broker import Broker
 
 from broker.server import PushgateBroker
-from gateway.config import Config, LogConfig, MqttConfig, StorageConfig
+from gateway.config import Config, HomeAssistantConfig, LogConfig, MqttConfig, StorageConfig
 from gateway.core import Gateway
 from tests.conftest import MqttClient
 
@@ -55,6 +55,8 @@ async def pushgate_broker(tmp_path: Path, **mqtt: Any) -> AsyncIterator[BrokerUn
     config = Config(
         storage=StorageConfig(data_dir=str(tmp_path / "data")),
         mqtt=MqttConfig(port=0, **(LIMITS | mqtt)),
+        # compared with stock amqtt message for message: no Home Assistant configs under a client's "#"
+        homeassistant=HomeAssistantConfig(discovery=False),
         log=LogConfig(level="WARNING"),
     )
     async with Gateway.running(config) as gw:

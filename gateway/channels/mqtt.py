@@ -24,6 +24,11 @@ class MqttEgress(Protocol):
         """Hand the message to the broker's router in process (no loopback client)."""
         ...
 
+    async def publish_retained(self, mqtt_topic: str, payload: bytes, qos: int) -> None:
+        """``publish`` with the retain flag: the broker keeps ``payload`` for later subscribers; an empty
+        payload deletes the retained message (MQTT-3.3.1-10) after reaching the current subscribers."""
+        ...
+
 
 def message_topic(prefix: str, topic: str, event: str = "") -> str:
     """``<prefix>/<topic>/message`` for the message itself, ``…/action`` or ``…/receipt`` for its events."""
