@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import amqtt
 import pytest
 
+import broker
 from broker import wire
 from broker.server import PushgateBroker
 from tests.brokers import (
@@ -148,12 +151,21 @@ async def test_packets_are_cut_from_any_read_boundary(tmp_path: Path) -> None:
 
 @contextlib.contextmanager
 def counting_tasks(loop: asyncio.AbstractEventLoop) -> Iterator[list[str]]:
-    """Names of the coroutines of every Task created on ``loop`` meanwhile."""
+    """Names of the coroutines of every Task the broker (``broker/`` or amqtt) created on ``loop``
+    meanwhile. Tasks of the core's own background loops (the outbox's poll, maintenance, discovery) are
+    not the relay's and are left out: they come and go with time, not with messages."""
     made: list[str] = []
     previous = loop.get_task_factory()
+    broker_dir = str(Path(broker.__file__).parent)
+    amqtt_dir = str(Path(amqtt.__file__).parent)
 
     def factory(loop: asyncio.AbstractEventLoop, coro, **kwargs):  # noqa: ANN001, ANN202
-        made.append(getattr(coro, "__qualname__", repr(coro)))
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code.co_filename.startswith((broker_dir, amqtt_dir)):
+                made.append(getattr(coro, "__qualname__", repr(coro)))
+                break
+            frame = frame.f_back
         return asyncio.Task(coro, loop=loop, **kwargs)
 
     loop.set_task_factory(factory)
