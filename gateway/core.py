@@ -57,6 +57,7 @@ class Gateway:
     def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
         clock = clock or SystemClock()
         self.config = config
+        self._maintenance_stop = asyncio.Event()
         self.engine = database.create_engine(config.storage)
         self.sessions = database.session_factory(self.engine)
         self.topics = TopicDirectory(
@@ -184,8 +185,7 @@ class Gateway:
             tasks = [writer, outbox, maintenance]
             if gateway.expo_receipts is not None:
                 tasks.append(_owned(gateway.expo_receipts.run(), "expo-receipts"))
-            emergencies = _owned(gateway.emergencies.run(), "emergencies")
-            tasks.append(emergencies)
+            tasks.append(_owned(gateway.emergencies.run(), "emergencies"))
             tasks.append(_owned(gateway.homeassistant.run(), "homeassistant-discovery"))
             try:
                 yield gateway
@@ -193,8 +193,8 @@ class Gateway:
                 gateway.homeassistant.stop()
                 if gateway.auto_revoke is not None:
                     await gateway.auto_revoke.close()
-                maintenance.cancel()
-                emergencies.cancel()
+                gateway._maintenance_stop.set()
+                gateway.emergencies.stop()
                 if gateway.expo_receipts is not None:
                     gateway.expo_receipts.stop()
                 gateway.outbox.stop()
@@ -214,7 +214,8 @@ class Gateway:
         return await retention.prune(self.sessions, self.config.storage.retention_days, now or utcnow())
 
     async def _maintenance(self) -> None:
-        while True:
+        """Runs until ``_maintenance_stop`` is set; it ends between passes, never mid-query."""
+        while not self._maintenance_stop.is_set():
             try:
                 await self.access.flush_last_used()
                 expired = await self.actions.expire_due()
@@ -229,7 +230,8 @@ class Gateway:
                     )
             except Exception:
                 log.exception("maintenance failed; trying again later")
-            await asyncio.sleep(_MAINTENANCE_EVERY)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._maintenance_stop.wait(), _MAINTENANCE_EVERY)
 
 
 def _owned(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:

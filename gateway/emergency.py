@@ -69,6 +69,7 @@ class Emergencies:
         self._targets = targets
         self.clock = clock
         self._wake = asyncio.Event()
+        self._stopping = False
         self.resent = 0  # re-sends made, for metrics and tests
 
     # -- publishing ----------------------------------------------------------------------------------
@@ -94,17 +95,25 @@ class Emergencies:
         """A new emergency was stored: the scheduler looks again at what is due."""
         self._wake.set()
 
+    def stop(self) -> None:
+        """End ``run`` after the pass in progress: cancelling it mid-query would leave a connection for the
+        pool to reset during shutdown."""
+        self._stopping = True
+        self._wake.set()
+
     # -- re-sending ----------------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Re-send what is due, then sleep until the next is due, a new one arrives, or ``_IDLE``."""
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 delay = await self.resend_due()
             except Exception:
                 log.exception("emergency re-sending failed; trying again later")
                 delay = _IDLE
+            if self._stopping:
+                return
             sleeper = asyncio.ensure_future(self.clock.sleep(delay))
             waker = asyncio.ensure_future(self._wake.wait())
             try:
