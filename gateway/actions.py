@@ -11,7 +11,7 @@ key or a user token that grants the topic. An unknown message and one the caller
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -211,14 +211,27 @@ class Actions:
         self._outbox.submit([job() for job in jobs])
         return expired
 
-    async def delivered(self, session: Any, message_ids: list[str], now: datetime) -> list[Callable[[], Job]]:
+    async def delivered(
+        self, session: Any, reached: Mapping[str, str], now: datetime
+    ) -> list[Callable[[], Job]]:
         """The outbox's ``on_delivered`` hook: receipts that just moved from ``queued`` to ``delivered`` (in
-        ``session``, not yet committed) are announced like every other receipt change."""
+        ``session``, not yet committed; message id -> topic name) are announced like every other receipt
+        change. Nothing is read when nobody can be told: no webhook exists and no MQTT client listens for
+        the topic's receipts (the common case, and a read of three rows per message otherwise)."""
+        if not self._webhooks.exist:
+            listened: dict[str, bool] = {}
+            for topic in set(reached.values()):
+                listened[topic] = any(
+                    [await channel.wants(topic, "receipt") for channel in self._outbox.channels.values()]
+                )
+            reached = {message_id: topic for message_id, topic in reached.items() if listened[topic]}
+            if not reached:
+                return []
         rows = await session.execute(
             select(Message, Receipt, Topic)
             .join(Receipt, Receipt.message_id == Message.id)
             .join(Topic, Topic.id == Message.topic_id)
-            .where(Message.id.in_(message_ids))
+            .where(Message.id.in_(list(reached)))
         )
         makers: list[Callable[[], Job]] = []
         for message, receipt, topic in rows.all():

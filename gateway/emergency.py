@@ -32,6 +32,7 @@ from gateway.clock import Clock
 from gateway.envelope import as_utc, envelope
 from gateway.errors import NotFound
 from gateway.outbox import Outbox
+from gateway.publish import NewMessage
 from gateway.pushover import EmergencySpec
 from gateway.storage.models import Delivery, Message, PushoverReceipt, Receipt, Topic
 from gateway.targets import DeviceTargets
@@ -74,7 +75,7 @@ class Emergencies:
 
     # -- publishing ----------------------------------------------------------------------------------
 
-    def receipt_row(self, receipt_id: str, spec: EmergencySpec, message: Message) -> PushoverReceipt:
+    def receipt_row(self, receipt_id: str, spec: EmergencySpec, message: NewMessage) -> PushoverReceipt:
         """The row that makes ``message`` an emergency; written with the message (``publish(extra=)``)."""
         now = self.clock.now()
         return PushoverReceipt(

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.categories import category_for
-from gateway.storage.models import Message
 
 __all__ = ["as_utc", "envelope", "iso"]
 
@@ -21,7 +20,21 @@ def iso(value: datetime) -> str:
     return as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def envelope(message: Message, receipt_id: str, topic_name: str) -> bytes:
+class MessageFields(Protocol):
+    """What the envelope reads of a message: a stored ``Message`` or one being stored (``NewMessage``)."""
+
+    id: str
+    title: str
+    message: str
+    priority: str
+    tags: list[str]
+    click_url: str | None
+    image_url: str | None
+    actions: list[dict[str, Any]]
+    created_at: datetime
+
+
+def envelope(message: MessageFields, receipt_id: str, topic_name: str) -> bytes:
     body: dict[str, Any] = {
         "id": message.id,
         "receipt_id": receipt_id,

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, case, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.channels import BroadcastChannel, Channel, Job, Outcome, State
@@ -74,16 +74,26 @@ _RECORD = (
         updated_at=bindparam("b_now"),
     )
 )
+# Credits the targets reached, and moves a ``queued`` receipt (or a ``failed`` one, on a late
+# confirmation) to ``delivered``.
 _CREDIT = (
     update(_receipts)
     .where(_receipts.c.message_id == bindparam("b_message"))
-    .values(delivered_count=_receipts.c.delivered_count + bindparam("b_n"), updated_at=bindparam("b_now"))
+    .values(
+        delivered_count=_receipts.c.delivered_count + bindparam("b_n"),
+        updated_at=bindparam("b_now"),
+        status=case(
+            # no IN (...) here: an executemany statement cannot expand a list
+            (or_(_receipts.c.status == "queued", _receipts.c.status == "failed"), literal("delivered")),
+            else_=_receipts.c.status,
+        ),
+    )
 )
 _IN_CHUNK = 500  # ids per IN (...) list, well below every backend's limit on bound parameters
 
-# Adds event rows to ``session`` for messages whose receipts just became ``delivered``; returns makers
-# of the jobs, called once the commit has given the rows their ids.
-DeliveredHook = Callable[[Any, list[str], datetime], Awaitable[list[Callable[[], Job]]]]
+# Adds event rows to ``session`` for messages whose receipts just became ``delivered`` (message id ->
+# topic name); returns makers of the jobs, called once the commit has given the rows their ids.
+DeliveredHook = Callable[[Any, Mapping[str, str], datetime], Awaitable[list[Callable[[], Job]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +355,7 @@ class Outbox:
         settled: list[dict[str, Any]] = []  # rows whose next attempt time stays
         retried: list[dict[str, Any]] = []  # rows to try again at ``b_next``
         credit: dict[str, int] = defaultdict(int)  # message id -> targets reached
+        topics: dict[str, str] = {}  # message id -> topic name, of the messages credited
         given_up: set[str] = set()
         for job, outcome in results:
             state = outcome.state
@@ -376,6 +387,7 @@ class Outbox:
                 continue
             if outcome.delivered:
                 credit[job.message_id] += outcome.delivered
+                topics[job.message_id] = job.topic
             elif state in _GIVEN_UP:
                 given_up.add(job.message_id)
         makers: list[Callable[[], Job]] = []
@@ -388,7 +400,7 @@ class Outbox:
             if given_up:
                 await self._fail_receipts(session, given_up, now)
             if reached and self._on_delivered is not None:
-                makers = await self._on_delivered(session, reached, now)
+                makers = await self._on_delivered(session, {m: topics[m] for m in reached}, now)
                 await number_new_deliveries(session, written=True)  # the updates above took the lock
             await session.commit()
         return makers
@@ -397,25 +409,18 @@ class Outbox:
     async def _credit_receipts(session: Any, credit: Mapping[str, int], now: datetime) -> list[str]:
         """Add the targets reached to each receipt; returns the messages whose receipts just became
         ``delivered`` (from ``queued``, or ``failed`` when a late confirmation arrives)."""
-        await session.execute(
-            _CREDIT, [{"b_message": message_id, "b_n": n, "b_now": now} for message_id, n in credit.items()]
-        )
         ids = list(credit)
         reached: list[str] = []
         for i in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[i : i + _IN_CHUNK]
-            moved = await session.scalars(
+            moving = await session.scalars(
                 select(Receipt.message_id).where(
-                    Receipt.message_id.in_(chunk), Receipt.status.in_(("queued", "failed"))
+                    Receipt.message_id.in_(ids[i : i + _IN_CHUNK]), Receipt.status.in_(("queued", "failed"))
                 )
             )
-            reached += moved.all()
-        for i in range(0, len(reached), _IN_CHUNK):
-            await session.execute(
-                update(Receipt)
-                .where(Receipt.message_id.in_(reached[i : i + _IN_CHUNK]))
-                .values(status="delivered")
-            )
+            reached += moving.all()
+        await session.execute(
+            _CREDIT, [{"b_message": message_id, "b_n": n, "b_now": now} for message_id, n in credit.items()]
+        )
         return reached
 
     @staticmethod

@@ -211,12 +211,21 @@ class Webhooks:
         self._sender = HttpSender(guard, config.timeout)
         self._root: str | None = None
         self._lock = asyncio.Lock()  # creations are serialised so two cannot both pass the limit
+        self._exist = True  # until ``start`` has looked
         self.channel = WebhookChannel(sessions, self._sender, self.callback_secret)
         self.retry = RetryPolicy(config.backoff_base, config.backoff_max, config.max_attempts)
 
     async def start(self) -> None:
         self._root = await asyncio.to_thread(_load_root, self._config.callback_secret, self._data_dir)
+        async with self._sessions() as session:
+            self._exist = await session.scalar(select(Webhook.id).limit(1)) is not None
         self._sender.start()
+
+    @property
+    def exist(self) -> bool:
+        """Whether any account has a webhook (or had one since the start): when none does, events need
+        not be looked up for them. Webhooks are made only through this object, so it cannot miss one."""
+        return self._exist
 
     async def close(self) -> None:
         await self._sender.close()
@@ -269,6 +278,7 @@ class Webhooks:
             )
             session.add(hook)
             await session.commit()
+        self._exist = True
         return CreatedWebhook(webhook_dict(hook), secret)
 
     async def list_webhooks(self, who: Principal) -> list[dict[str, Any]]:

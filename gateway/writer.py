@@ -3,6 +3,10 @@
 Each caller hands its rows to ``write`` and is resumed only after the commit that contains them, so an
 edge answers (HTTP 200, MQTT PUBACK) only for data that is on disk. The queue is bounded: when the disk
 falls behind, callers wait instead of memory growing.
+
+A row is a table and a dict of column values (``Row``), not an ORM object: building, instrumenting and
+inspecting three ORM objects per push cost more than their INSERTs. ``orm_row`` turns an ORM object
+into one for the rare caller that has one.
 """
 
 from __future__ import annotations
@@ -12,18 +16,23 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert, inspect
+from sqlalchemy import Table, insert, inspect
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.storage.models import Base, Delivery
 from gateway.storage.numbering import reserve_delivery_ids
 
-__all__ = ["GroupCommitWriter"]
+__all__ = ["GroupCommitWriter", "Row", "orm_row"]
 
 log = logging.getLogger(__name__)
 
+# A row to insert: its table and the column values set (columns left out get their defaults). A
+# ``deliveries`` row without an ``id`` gets one written into its dict by the commit.
+Row = tuple[Table, dict[str, Any]]
+
 _MAX_BATCH = 500  # rows groups per transaction; bounds the transaction's size and latency
-_Item = tuple[Sequence[Base], asyncio.Future[None]]
+_Item = tuple[Sequence[Row], asyncio.Future[None]]
+_DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
 
 
 class GroupCommitWriter:
@@ -32,7 +41,7 @@ class GroupCommitWriter:
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=queue_size)
         self.commits = 0  # transactions committed, for metrics and the benchmark
 
-    async def write(self, rows: Sequence[Base]) -> None:
+    async def write(self, rows: Sequence[Row]) -> None:
         """Return once ``rows`` are committed; raise the database error if their transaction failed."""
         future = self.submit(rows)
         if future is None:  # the queue is full: wait for room
@@ -40,7 +49,7 @@ class GroupCommitWriter:
             await self._queue.put((rows, future))
         await future
 
-    def submit(self, rows: Sequence[Base]) -> asyncio.Future[None] | None:
+    def submit(self, rows: Sequence[Row]) -> asyncio.Future[None] | None:
         """Queue ``rows`` without waiting; the future settles as ``write`` returns. ``None`` when the queue
         is full, so the caller waits (``write``) instead of memory growing."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -86,43 +95,38 @@ class GroupCommitWriter:
         for _, future in batch:
             self._settle(future)
 
-    async def _transaction(self, groups: list[Sequence[Base]]) -> None:
-        """Insert the groups' rows with one executemany statement per table (and set of columns given),
-        not through the ORM's unit of work, which costs more than the rest of a push together. Tables
-        are inserted in the order they first appear in a group, so a group lists parents first."""
-        tables: dict[tuple[type[Base], frozenset[str]], list[tuple[Base, dict[str, Any]]]] = {}
+    async def _transaction(self, groups: list[Sequence[Row]]) -> None:
+        """Insert the groups' rows with one executemany statement per table (and set of columns given).
+        Tables are inserted in the order they first appear in a group, so a group lists parents first."""
+        tables: dict[tuple[Table, frozenset[str]], list[dict[str, Any]]] = {}
         for rows in groups:
-            for row in rows:
-                values = _column_values(row)
-                tables.setdefault((type(row), frozenset(values)), []).append((row, values))
+            for table, values in rows:
+                tables.setdefault((table, frozenset(values)), []).append(values)
         async with self._sessions() as session:
             written = False
-            for (model, _), batch in tables.items():
-                if model is Delivery and any(values.get("id") is None for _, values in batch):
+            for (table, _), batch in tables.items():
+                if table is _DELIVERIES and "id" not in batch[0]:
                     await self._insert_deliveries(session, batch, written=written)
                 else:
-                    await session.execute(insert(model), [values for _, values in batch])
+                    await session.execute(insert(table), batch)
                 written = True
             await session.commit()
         self.commits += 1
 
     @staticmethod
-    async def _insert_deliveries(
-        session: Any, batch: list[tuple[Base, dict[str, Any]]], *, written: bool
-    ) -> None:
-        """Insert deliveries without ids and give the row objects theirs (callers turn them into jobs)."""
+    async def _insert_deliveries(session: Any, batch: list[dict[str, Any]], *, written: bool) -> None:
+        """Insert deliveries without ids and write each one's id into its dict (callers make jobs of them)."""
         first = await reserve_delivery_ids(session, len(batch)) if written else None
         if first is not None:
-            for number, (row, values) in enumerate(batch, first):
-                values["id"] = row.id = number  # type: ignore[attr-defined]
-            await session.execute(insert(Delivery), [values for _, values in batch])
+            for number, values in enumerate(batch, first):
+                values["id"] = number
+            await session.execute(insert(_DELIVERIES), batch)
             return
         ids = await session.scalars(
-            insert(Delivery).returning(Delivery.id, sort_by_parameter_order=True),
-            [values for _, values in batch],
+            insert(_DELIVERIES).returning(_DELIVERIES.c.id, sort_by_parameter_order=True), batch
         )
-        for (row, _), number in zip(batch, ids.all(), strict=True):
-            row.id = number  # type: ignore[attr-defined]
+        for values, number in zip(batch, ids.all(), strict=True):
+            values["id"] = number
 
     @staticmethod
     def _settle(future: asyncio.Future[None], *, error: bool = False) -> None:
@@ -134,7 +138,8 @@ class GroupCommitWriter:
             future.set_result(None)
 
 
-def _column_values(row: Base) -> dict[str, Any]:
-    """The column values set on a new row object; columns left unset get their defaults in the INSERT."""
-    state = inspect(row)
-    return {attr.key: state.dict[attr.key] for attr in state.mapper.column_attrs if attr.key in state.dict}
+def orm_row(obj: Base) -> Row:
+    """A new ORM object as a ``Row``: the column values set on it (unset ones get their defaults)."""
+    state = inspect(obj)
+    values = {attr.key: state.dict[attr.key] for attr in state.mapper.column_attrs if attr.key in state.dict}
+    return obj.__table__, values  # type: ignore[return-value]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
 
 from gateway.admin import Admin
-from tests.conftest import MqttClient, Server, stored_messages
+from tests.conftest import MqttClient, Server, bearer, stored_messages
 
 
 async def test_device_push_qos0_and_qos1_reach_the_hub_and_are_stored(
@@ -104,3 +105,36 @@ async def test_message_pushed_while_no_hub_listens_is_delivered_when_one_subscri
     envelope = json.loads((await hub.receive()).payload)
     assert envelope["id"] == response.json()["id"]
     assert envelope["message"] == "Door left open"
+
+
+async def test_a_burst_is_delivered_and_every_receipt_credited_once(
+    server: Server, admin: Admin, make_client, http: httpx.AsyncClient
+) -> None:
+    """Pushes that arrive together are committed and recorded in shared transactions (one statement for
+    many rows); each message still reaches the hub once, and each receipt says delivered to one target,
+    also to a client listening for receipt updates."""
+    await admin.create_topic("burst")
+    key = await admin.create_key("burst", label="sensor")
+    hub: MqttClient = await make_client()
+    assert await hub.subscribe("pushgate/burst/message") == 1
+    watcher: MqttClient = await make_client(password=key.secret)
+    assert await watcher.subscribe("pushgate/burst/receipt") == 1
+    devices = [await make_client(password=key.secret) for _ in range(4)]
+
+    count = 200
+    await asyncio.gather(
+        *(devices[n % 4].publish("pushgate/burst/push", f"reading {n}", qos=1) for n in range(count))
+    )
+    envelopes = [json.loads((await hub.receive()).payload) for _ in range(count)]
+    assert sorted(e["message"] for e in envelopes) == sorted(f"reading {n}" for n in range(count))
+    assert len({e["id"] for e in envelopes}) == count
+
+    delivered: dict[str, int] = {}
+    while len(delivered) < count:
+        update = json.loads((await watcher.receive()).payload)
+        assert update["status"] == "delivered", update
+        delivered[update["message_id"]] = update["delivered_count"]
+    assert delivered == {e["id"]: 1 for e in envelopes}
+    for envelope in envelopes[:: count // 10]:
+        response = await http.get(f"/api/receipts/{envelope['receipt_id']}", headers=bearer(key.secret))
+        assert (response.json()["status"], response.json()["delivered_count"]) == ("delivered", 1)
