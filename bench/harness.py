@@ -67,7 +67,7 @@ class Server:
     proc: subprocess.Popen[str]
     endpoints: dict[str, str] = field(default_factory=dict)
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
-    lines: int = 0  # output lines read, e.g. one INFO line per accepted push on pushgate
+    lines: int = 0  # output lines read
     ready_line: str | None = None
 
     @property
@@ -124,8 +124,8 @@ def pushgate_env(
     """Environment for the pushgate CLI: ephemeral ports on 127.0.0.1, the database in ``data_dir``; the
     caller's own ``PUSHGATE_*`` variables are dropped so a local configuration cannot change the run.
 
-    INFO is needed for the ready line; it also logs one line per accepted push, which the drain thread
-    reads, as a default deployment would write it. ``code_dir`` (e.g. ``git archive`` of a commit) goes
+    INFO is needed for the ready line (accepted pushes are logged at DEBUG, so a default deployment
+    writes no line per push either). ``code_dir`` (e.g. ``git archive`` of a commit) goes
     first on PYTHONPATH, ahead of the editable install's finder, to measure that code instead.
 
     Push rate limits are off unless ``rate_limits``: every load here comes from one address, which the

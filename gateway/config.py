@@ -157,8 +157,9 @@ class RateLimitConfig:
 
 @dataclass(frozen=True, slots=True)
 class OutboxConfig:
-    # Deliveries handed to the channels per database round trip.
-    batch_size: int = 100
+    # Deliveries handed to the channels per database round trip (a burst of MQTT pushes is delivered and
+    # recorded this many at a time).
+    batch_size: int = 500
     # How often the worker looks for due deliveries when nothing wakes it.
     poll_interval: float = 1 * SECONDS
     # An MQTT delivery waits this long for a subscriber before it is marked expired.

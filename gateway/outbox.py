@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import bindparam, case, func, literal, or_, select, update
+from sqlalchemy import bindparam, case, func, literal, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.channels import BroadcastChannel, Channel, Job, Outcome, State
@@ -63,8 +63,8 @@ _STILL_OPEN = (State.PENDING.value, State.WAITING.value, State.SENT.value)
 
 _deliveries = Delivery.__table__
 _receipts = Receipt.__table__
-# One outcome, as an executemany statement (a plain-table UPDATE: the ORM's bulk form allows no expressions).
-_RECORD = (
+# A failed attempt to try again at ``b_next``, as an executemany statement (each row has its own time).
+_RETRY = (
     update(_deliveries)
     .where(_deliveries.c.id == bindparam("b_id"))
     .values(
@@ -72,21 +72,7 @@ _RECORD = (
         last_error=bindparam("b_error"),
         attempts=_deliveries.c.attempts + bindparam("b_inc"),
         updated_at=bindparam("b_now"),
-    )
-)
-# Credits the targets reached, and moves a ``queued`` receipt (or a ``failed`` one, on a late
-# confirmation) to ``delivered``.
-_CREDIT = (
-    update(_receipts)
-    .where(_receipts.c.message_id == bindparam("b_message"))
-    .values(
-        delivered_count=_receipts.c.delivered_count + bindparam("b_n"),
-        updated_at=bindparam("b_now"),
-        status=case(
-            # no IN (...) here: an executemany statement cannot expand a list
-            (or_(_receipts.c.status == "queued", _receipts.c.status == "failed"), literal("delivered")),
-            else_=_receipts.c.status,
-        ),
+        next_attempt_at=bindparam("b_next"),
     )
 )
 _IN_CHUNK = 500  # ids per IN (...) list, well below every backend's limit on bound parameters
@@ -161,14 +147,21 @@ class _Lane:
 
 
 class Outbox:
-    def __init__(self, sessions: async_sessionmaker[Any], config: OutboxConfig) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[Any], config: OutboxConfig, write_turn: asyncio.Lock | None = None
+    ) -> None:
         self._sessions = sessions
+        self._write_turn = write_turn or asyncio.Lock()  # shared with the group-commit writer
         self._config = config
         self._lanes: dict[str, _Lane] = {}
         self._broadcast: dict[str, BroadcastChannel] = {}
         self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=_QUEUE_SIZE)
         self._queued: set[int] = set()  # every job in memory, from submit until its outcome is recorded
-        self._finished: list[tuple[Job, Outcome]] = []  # outcomes of lane workers, recorded by the loop
+        # Outcomes not recorded yet, of the loop's inline attempts and the lanes' workers. One recorder
+        # writes them while the loop goes on delivering: what piles up meanwhile goes in its next
+        # transaction, so recording never holds delivery up and transactions grow with the load.
+        self._finished: list[tuple[Job, Outcome]] = []
+        self._to_record = asyncio.Event()
         self._workers: set[asyncio.Task[None]] = set()
         self._on_delivered: DeliveredHook | None = None
         self._rescan = True  # the first loop reads what a previous run left pending
@@ -241,6 +234,7 @@ class Outbox:
                 task = asyncio.create_task(self._lane_worker(lane), name=f"outbox-{lane.channel.name}-{n}")
                 self._workers.add(task)
                 task.add_done_callback(self._workers.discard)
+        recorder = asyncio.create_task(self._recorder(), name="outbox-recorder")
         try:
             while not self._stopping:
                 try:
@@ -257,10 +251,9 @@ class Outbox:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
-            try:
-                await self._record([])
-            except Exception:
-                log.exception("outbox: the last outcomes could not be recorded; they will be sent again")
+            self._stopping = True
+            self._to_record.set()
+            await recorder  # it records what was finished, then ends
 
     async def _run_once(self) -> None:
         loop = asyncio.get_running_loop()
@@ -275,9 +268,6 @@ class Outbox:
             self._last_housekeeping = loop.time()
             await self._expire_waiting()
         if self._queue.empty():
-            if self._finished:
-                await self._record([])
-                return
             self._wake.clear()
             timeout = min(self._config.poll_interval, max(0.0, self._due_at - loop.time()))
             try:
@@ -291,11 +281,10 @@ class Outbox:
         await self._work(batch)
 
     async def _work(self, batch: list[Job]) -> None:
-        results: list[tuple[Job, Outcome]] = []
         for job in batch:
             lane = self._lanes[job.channel]
             if not lane.concurrency:
-                results.append((job, await self._attempt(lane.channel, job)))
+                self._finished.append((job, await self._attempt(lane.channel, job)))
                 continue
             try:
                 lane.queue.put_nowait(job)
@@ -305,14 +294,14 @@ class Outbox:
                 self._due_at = min(
                     self._due_at, asyncio.get_running_loop().time() + self._config.poll_interval
                 )
-        await self._record(results)
+        self._to_record.set()
 
     async def _lane_worker(self, lane: _Lane) -> None:
         while True:
             job = await lane.queue.get()
             outcome = await self._attempt(lane.channel, job)
             self._finished.append((job, outcome))
-            self._wake.set()
+            self._to_record.set()
 
     @staticmethod
     async def _attempt(channel: Channel, job: Job) -> Outcome:
@@ -322,20 +311,35 @@ class Outbox:
             log.exception("delivery %s on %s failed", job.delivery_id, job.channel)
             return Outcome(State.PENDING, error=f"{type(exc).__name__}: {exc}")
 
-    async def _record(self, inline: list[tuple[Job, Outcome]]) -> None:
-        """Write the outcomes of ``inline`` and of the lanes' finished attempts in one transaction."""
-        results = inline + self._finished
-        self._finished = []
-        if not results:
-            return
-        try:
-            makers = await self._write(results)
-        finally:
-            for job, _ in results:
-                self._queued.discard(job.delivery_id)
-        self.sent += sum(1 for _, o in results if o.state is State.SENT)
-        if makers:
-            self.submit([make() for make in makers])
+    async def _recorder(self) -> None:
+        """Write finished outcomes, all that are there in one transaction, until the outbox stops."""
+        while True:
+            await self._to_record.wait()
+            self._to_record.clear()
+            results, self._finished = self._finished, []
+            if results:
+                try:
+                    makers = await self._write(results)
+                except Exception:
+                    # Unrecorded rows are still pending in the table: read it again once the database
+                    # answers; a delivery may so be sent twice, never lost.
+                    log.exception("outbox: outcomes could not be recorded; they will be sent again")
+                    makers = []
+                    self._rescan = True
+                    self._wake.set()
+                    if not self._stopping:
+                        await asyncio.sleep(self._config.poll_interval)
+                else:
+                    self.sent += sum(1 for _, o in results if o.state is State.SENT)
+                finally:
+                    for job, _ in results:
+                        self._queued.discard(job.delivery_id)
+                if makers:
+                    self.submit([make() for make in makers])
+            if self._finished:
+                self._to_record.set()
+            elif self._stopping:
+                return
 
     async def confirm(self, results: list[tuple[Job, Outcome]]) -> None:
         """Record what a target confirmed after its send was recorded as ``sent`` (an Expo push receipt):
@@ -348,23 +352,19 @@ class Outbox:
     async def _write(
         self, results: list[tuple[Job, Outcome]], *, attempt: bool = True
     ) -> list[Callable[[], Job]]:
-        """Record ``results`` in one transaction with a few executemany statements, not one per job: the
-        outbox records thousands of outcomes a second, and each statement is a round trip to the driver."""
+        """Record ``results`` in one transaction with a few statements, not one per job: the outbox records
+        thousands of outcomes a second, and each statement is a round trip to the driver."""
         now = utcnow()
         loop_now = asyncio.get_running_loop().time()
-        settled: list[dict[str, Any]] = []  # rows whose next attempt time stays
+        # Rows whose next attempt time stays, by (state, error): most outcomes are alike (sent, no error),
+        # and one UPDATE ... WHERE id IN (...) per kind costs far less per row than an executemany.
+        settled: dict[tuple[str, str | None], list[int]] = defaultdict(list)
         retried: list[dict[str, Any]] = []  # rows to try again at ``b_next``
         credit: dict[str, int] = defaultdict(int)  # message id -> targets reached
         topics: dict[str, str] = {}  # message id -> topic name, of the messages credited
         given_up: set[str] = set()
         for job, outcome in results:
             state = outcome.state
-            row: dict[str, Any] = {
-                "b_id": job.delivery_id,
-                "b_error": outcome.error,
-                "b_inc": int(attempt),
-                "b_now": now,
-            }
             if state is State.PENDING:
                 policy = self._lanes[job.channel].retry
                 if policy.exhausted(job.attempts + 1):
@@ -378,10 +378,19 @@ class Outbox:
                     )
                 else:
                     delay = policy.delay(job.attempts + 1, random.random(), outcome.retry_after)
-                    row["b_next"] = now + timedelta(seconds=delay)
                     self._due_at = min(self._due_at, loop_now + delay)
-            row["b_state"] = state.value
-            (retried if "b_next" in row else settled).append(row)
+                    retried.append(
+                        {
+                            "b_id": job.delivery_id,
+                            "b_state": state.value,
+                            "b_error": outcome.error,
+                            "b_inc": int(attempt),
+                            "b_now": now,
+                            "b_next": now + timedelta(seconds=delay),
+                        }
+                    )
+            if state is not State.PENDING:
+                settled[(state.value, outcome.error)].append(job.delivery_id)
             # Only the message itself counts as delivered; an event reaching a subscriber does not.
             if job.event:
                 continue
@@ -391,11 +400,21 @@ class Outbox:
             elif state in _GIVEN_UP:
                 given_up.add(job.message_id)
         makers: list[Callable[[], Job]] = []
-        async with self._sessions() as session:
-            if settled:
-                await session.execute(_RECORD, settled)
+        async with self._write_turn, self._sessions() as session:
+            for (state_value, error), ids in settled.items():
+                for i in range(0, len(ids), _IN_CHUNK):
+                    await session.execute(
+                        update(_deliveries)
+                        .where(_deliveries.c.id.in_(ids[i : i + _IN_CHUNK]))
+                        .values(
+                            state=state_value,
+                            last_error=error,
+                            attempts=_deliveries.c.attempts + int(attempt),
+                            updated_at=now,
+                        )
+                    )
             if retried:
-                await session.execute(_RECORD.values(next_attempt_at=bindparam("b_next")), retried)
+                await session.execute(_RETRY, retried)
             reached = await self._credit_receipts(session, credit, now) if credit else []
             if given_up:
                 await self._fail_receipts(session, given_up, now)
@@ -418,9 +437,20 @@ class Outbox:
                 )
             )
             reached += moving.all()
-        await session.execute(
-            _CREDIT, [{"b_message": message_id, "b_n": n, "b_now": now} for message_id, n in credit.items()]
+        by_count: dict[int, list[str]] = defaultdict(list)  # targets reached -> messages
+        for message_id, n in credit.items():
+            by_count[n].append(message_id)
+        # a ``queued`` receipt (or a ``failed`` one, on a late confirmation) becomes ``delivered``
+        moved = case(
+            (_receipts.c.status.in_(("queued", "failed")), literal("delivered")), else_=_receipts.c.status
         )
+        for n, message_ids in by_count.items():
+            for i in range(0, len(message_ids), _IN_CHUNK):
+                await session.execute(
+                    update(_receipts)
+                    .where(_receipts.c.message_id.in_(message_ids[i : i + _IN_CHUNK]))
+                    .values(delivered_count=_receipts.c.delivered_count + n, updated_at=now, status=moved)
+                )
         return reached
 
     @staticmethod

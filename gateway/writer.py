@@ -36,8 +36,11 @@ _DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
 
 
 class GroupCommitWriter:
-    def __init__(self, sessions: async_sessionmaker[Any], queue_size: int) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[Any], queue_size: int, write_turn: asyncio.Lock | None = None
+    ) -> None:
         self._sessions = sessions
+        self._write_turn = write_turn or asyncio.Lock()  # shared with the outbox (``gateway.core``)
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=queue_size)
         self.commits = 0  # transactions committed, for metrics and the benchmark
 
@@ -102,7 +105,7 @@ class GroupCommitWriter:
         for rows in groups:
             for table, values in rows:
                 tables.setdefault((table, frozenset(values)), []).append(values)
-        async with self._sessions() as session:
+        async with self._write_turn, self._sessions() as session:
             written = False
             for (table, _), batch in tables.items():
                 if table is _DELIVERIES and "id" not in batch[0]:
