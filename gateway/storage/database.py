@@ -7,6 +7,7 @@ Migrations are Alembic's, run in-process at start so ``pushgate serve`` on a fre
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,24 +23,39 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from gateway.config import StorageConfig
 from gateway.errors import ConfigError, SchemaError
 
-__all__ = ["create_engine", "current_revision", "head_revision", "session_factory", "upgrade"]
+__all__ = [
+    "create_engine",
+    "current_revision",
+    "head_revision",
+    "session_factory",
+    "to_json",
+    "upgrade",
+]
 
 log = logging.getLogger(__name__)
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _SYNC_LEVELS = {"OFF", "NORMAL", "FULL", "EXTRA"}
 
 
+def to_json(value: Any) -> str:
+    """JSON columns' serializer: ``json.dumps``, except that an empty list (the tags and actions of most
+    messages, two per push) is answered without the encoder's Python-level set-up."""
+    if value.__class__ is list and not value:
+        return "[]"
+    return json.dumps(value)
+
+
 def create_engine(config: StorageConfig) -> AsyncEngine:
     url = make_url(config.resolved_database_url())
     if url.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True)
+        return create_async_engine(url, pool_pre_ping=True, json_serializer=to_json)
 
     synchronous = config.sqlite_synchronous.upper()
     if synchronous not in _SYNC_LEVELS:
         raise ConfigError(f"[storage] sqlite_synchronous must be one of {sorted(_SYNC_LEVELS)}")
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    engine = create_async_engine(url, connect_args={"timeout": 30}, json_serializer=to_json)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -1,0 +1,37 @@
+"""The storage layer's own column processing writes exactly what SQLAlchemy's would."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta, timezone
+
+from sqlalchemy import DateTime
+from sqlalchemy.dialects import sqlite
+
+from gateway.storage.database import to_json
+from gateway.storage.models import UtcDateTime
+
+
+def test_utc_datetime_writes_sqlalchemys_sqlite_text_also_for_repeated_values() -> None:
+    dialect = sqlite.dialect()
+    stock = DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
+    ours = UtcDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert stock is not None and ours is not None
+    now = datetime.now(UTC)
+    values = [
+        now,
+        now,  # the same object again: the kept text
+        now + timedelta(microseconds=1),
+        datetime(2026, 1, 2, 3, 4, 5),  # naive, no microseconds
+        datetime(2026, 1, 2, 3, 4, 5, 7, tzinfo=timezone(timedelta(hours=2))),
+        None,
+        date(2026, 1, 1),
+        now,
+    ]
+    assert [ours(v) for v in values] == [stock(v) for v in values]
+    assert ours(now) == now.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def test_json_columns_are_serialised_as_json_dumps_does() -> None:
+    for value in ([], {}, ["door", "alarm"], [{"id": "approve", "label": "Approve"}], {"a": [1, None]}):
+        assert to_json(value) == json.dumps(value)
