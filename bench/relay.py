@@ -14,8 +14,10 @@ Figures, per broker:
 - relay at QoS 0 with 0, 200 and 2,000 unrelated subscriptions held, one per idle connection (as
   pushgate's devices hold them): ``bench/dev/<n>``, none matching ``bench/x``;
 - RSS per idle connection at 2,000: the broker's RSS growth from opening them / their number;
-then pushgate's durable push path (device push -> SQLite -> envelope -> hub subscriber), measured by
-``mqtt_push.py`` (paho clients), next to the stock relay figures.
+then pushgate's durable push path with the same load: the publishers push text on
+``pushgate/bench/push``, the gateway commits each message to SQLite (a QoS 1 PUBACK only after the
+commit) and its outbox publishes the JSON envelope on ``pushgate/bench/message``, where the subscriber
+counts it; next to the stock relay figures (the issue's target: at least 3x).
 
 pushgate's clients authenticate with a user token (the ACL is checked on every publish and delivery);
 amqtt and mosquitto allow anonymous clients.
@@ -91,8 +93,8 @@ def subscribe_packet(topic: str, qos: int) -> bytes:
     return _packet(0x82, b"\x00\x01" + _string(topic) + bytes([qos]))
 
 
-def publish_packet(payload: bytes, qos: int, pid: int = 0) -> bytes:
-    return _packet(0x30 | (qos << 1), _string(TOPIC) + (pid.to_bytes(2, "big") if qos else b"") + payload)
+def publish_packet(payload: bytes, qos: int, pid: int = 0, topic: str = TOPIC) -> bytes:
+    return _packet(0x30 | (qos << 1), _string(topic) + (pid.to_bytes(2, "big") if qos else b"") + payload)
 
 
 class Connection(asyncio.Protocol):
@@ -219,23 +221,41 @@ class Figures:
     relay: dict[tuple[int, int], Relay] = field(default_factory=dict)  # (qos, unrelated subscriptions)
     latency: dict[int, tuple[float, float]] = field(default_factory=dict)  # qos -> p50, p99 ms
     rss_per_connection: float | None = None  # KiB
+    push: dict[int, Relay] = field(default_factory=dict)  # qos -> pushgate's durable push path
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a load publishes, where its subscriber listens, and what each message carries."""
+
+    publish: str
+    subscribe: str
+    payload: bytes
+
+
+RELAY = Route(TOPIC, TOPIC, bytes(PAYLOAD_SIZE))
+# pushgate's push path: a device's text on ``…/push`` is stored, then its JSON envelope published on
+# ``…/message`` (at QoS 1, so the subscriber gets min(its QoS, 1)).
+PUSH = Route("pushgate/bench/push", "pushgate/bench/message", b"m" * PAYLOAD_SIZE)
 
 
 class Load:
     """Publishers writing pre-encoded batches while fewer than ``window`` messages are unreceived."""
 
-    def __init__(self, pubs: list[Connection], sub: Connection, qos: int, window: int) -> None:
+    def __init__(
+        self, pubs: list[Connection], sub: Connection, qos: int, window: int, route: Route = RELAY
+    ) -> None:
         self.pubs, self.sub, self.qos, self.window = pubs, sub, qos, window
         self.sent = 0
         self.stop = False
         self.room = asyncio.Event()
         sub.on_received = self._received
-        payload = bytes(PAYLOAD_SIZE)
+        payload, topic = route.payload, route.publish
         if qos == 0:
-            self.batches = [publish_packet(payload, 0) * BATCH]
+            self.batches = [publish_packet(payload, 0, topic=topic) * BATCH]
         else:  # packet ids 1..65535 in turn, BATCH per write
-            packets = [publish_packet(payload, 1, pid) for pid in range(1, 65536)]
+            packets = [publish_packet(payload, 1, pid, topic) for pid in range(1, 65536)]
             self.batches = [b"".join(packets[i : i + BATCH]) for i in range(0, 65535 - BATCH + 1, BATCH)]
 
     def _received(self) -> None:
@@ -269,12 +289,14 @@ class Load:
             await asyncio.gather(*tasks)
 
 
-async def relay(server: Server, password: str | None, qos: int, args: argparse.Namespace, tag: str) -> Relay:
+async def relay(
+    server: Server, password: str | None, qos: int, args: argparse.Namespace, tag: str, route: Route = RELAY
+) -> Relay:
     addr = server.mqtt_addr
-    sub = await open_connection(addr, f"relay-sub-{tag}", password, subscribe=(TOPIC, qos))
+    sub = await open_connection(addr, f"relay-sub-{tag}", password, subscribe=(route.subscribe, qos))
     pubs = [await open_connection(addr, f"relay-pub-{tag}-{i}", password) for i in range(PUBLISHERS)]
     try:
-        load = Load(pubs, sub, qos, args.window)
+        load = Load(pubs, sub, qos, args.window, route)
         async with load.running():
             await asyncio.sleep(args.warmup)
             received0, cpu0, busy0, mine0 = sub.received, _cpu(server), machine_busy_seconds(), cpu_seconds()
@@ -371,6 +393,10 @@ async def measure(name: str, server: Server, password: str | None, args: argpars
     finally:
         for conn in held:
             conn.close()
+    if name == "pushgate" and not args.no_push:  # last: it fills the database
+        for qos in (0, 1):
+            print(f"  {name}: durable push path QoS {qos}", file=sys.stderr, flush=True)
+            figures.push[qos] = await relay(server, password, qos, args, f"push{qos}", PUSH)
     return figures
 
 
@@ -398,27 +424,11 @@ def broker(name: str, args: argparse.Namespace) -> Iterator[tuple[Server, str | 
                 yield server, token
 
 
-def push_path(args: argparse.Namespace) -> dict[int, float]:
-    """pushgate's durable push path at QoS 0 and 1, by ``mqtt_push.py`` (burst rows, msgs/s)."""
-    import mqtt_push
-
-    push_args = mqtt_push.parse_arguments(
-        ["--targets", "pushgate", "--rate", "0", "--count", str(args.push_count), "--warmup", "200"]
-        + (["--code", str(args.code)] if args.code else [])
-    )
-    with mqtt_push.target("pushgate", push_args) as target:
-        results = mqtt_push.measure(target, push_args)
-    mqtt_push.print_results(results, push_args)  # its own table: server CPU per message, PUBACK times
-    return {r.qos: r.rate for r in results if r.mode == "burst"}
-
-
 def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}" if a and b else "-"
 
 
-def report(
-    all_figures: list[Figures], push: dict[int, float] | None, args: argparse.Namespace, loop_name: str
-) -> None:
+def report(all_figures: list[Figures], args: argparse.Namespace, loop_name: str) -> None:
     names = [f.broker for f in all_figures]
     by_name = {f.broker: f for f in all_figures}
     print()
@@ -447,6 +457,15 @@ def report(
 
         return cell
 
+    def push_cell(qos: int, what: str) -> Callable[[Figures], str]:
+        def cell(f: Figures) -> str:
+            r = f.push.get(qos)
+            if r is None:
+                return "-"
+            return f"{r.rate:,.0f}" if what == "rate" else f"{r.cpu_us:.1f}"
+
+        return cell
+
     for qos in (0, 1):
         row(f"QoS {qos} relay, msgs/s", relay_cell(qos, 0, "rate"))
         row(f"QoS {qos} broker CPU, µs/msg", relay_cell(qos, 0, "cpu"))
@@ -459,12 +478,15 @@ def report(
     for subs in args.subscriptions:
         if subs:
             row(f"QoS 0 relay, {subs} unrelated subs", relay_cell(0, subs, "rate"))
+    for qos in (0, 1):
+        for what, label in (("rate", "msgs/s"), ("cpu", "CPU µs/msg")):
+            row(f"QoS {qos} durable push path, {label}", push_cell(qos, what))
     top = max(args.subscriptions)
     row(
         f"RSS per idle connection at {top}, KiB",
         lambda f: f"{f.rss_per_connection:.1f}" if f.rss_per_connection is not None else "-",
     )
-    busy = [r.other for f in all_figures for r in f.relay.values()]
+    busy = [r.other for f in all_figures for r in (*f.relay.values(), *f.push.values())]
     print(f"(other processes used up to {max(busy, default=0):.0%} of a core during the relay rows)")
 
     pg, mq, st = by_name.get("pushgate"), by_name.get("mosquitto"), by_name.get("amqtt")
@@ -479,12 +501,12 @@ def report(
     if pg and st and pg.rss_per_connection is not None and st.rss_per_connection is not None:
         ratio = _ratio(pg.rss_per_connection, st.rss_per_connection)
         print(f"RSS per idle connection, pushgate / amqtt: {ratio} (target < 1)")
-    if push is not None:
-        for qos, rate in sorted(push.items()):
+    if pg:
+        for qos, push in sorted(pg.push.items()):
             stock = st.relay[(qos, 0)].rate if st else None
             print(
-                f"pushgate durable push path, QoS {qos}: {rate:,.0f} msgs/s (mqtt_push.py, paho); "
-                f"/ stock amqtt relay at QoS {qos}: {_ratio(rate, stock)} (target >= 3)"
+                f"pushgate durable push path, QoS {qos}: {push.rate:,.0f} msgs/s; "
+                f"/ stock amqtt relay at QoS {qos}: {_ratio(push.rate, stock)} (target >= 3)"
             )
     warn_if_busy(busy)
 
@@ -501,12 +523,11 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=1000.0, help="paced latency: messages per second")
     parser.add_argument("--paced-count", type=int, default=3000, help="paced latency: messages")
     parser.add_argument("--subscriptions", type=int, nargs="+", default=[0, 200, 2000])
-    parser.add_argument("--push-count", type=int, default=5000, help="messages per push-path burst")
     parser.add_argument("--no-push", action="store_true", help="skip the pushgate push-path figure")
     add_server_arguments(parser)
     args = parse_server_arguments(parser, argv)
     if args.quick:
-        args.duration, args.warmup, args.paced_count, args.push_count = 1.0, 0.3, 1000, 1000
+        args.duration, args.warmup, args.paced_count = 1.0, 0.3, 1000
         args.subscriptions = [0, 100, 500]
     if 0 not in args.subscriptions:
         args.subscriptions.insert(0, 0)
@@ -546,14 +567,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         loop_name = "uvloop"
         figures = uvloop.run(_main(args))
-    push = None
-    if not args.no_push and "pushgate" in args.brokers:
-        print("running the pushgate push path (mqtt_push.py) ...", file=sys.stderr, flush=True)
-        push = push_path(args)
-    report(figures, push, args, loop_name)
+    report(figures, args, loop_name)
     # A QoS 1 message lost by amqtt or pushgate is a failure; mosquitto 2.0.11 logs "Outgoing messages
     # are being dropped" for the QoS 1 subscriber in some runs, which the table reports as it is.
-    lost_qos1 = any(f.relay[(1, 0)].lost for f in figures if (1, 0) in f.relay and f.broker != "mosquitto")
+    lost_qos1 = any(
+        r.lost
+        for f in figures
+        if f.broker != "mosquitto"
+        for r in (f.relay.get((1, 0)), f.push.get(1))
+        if r is not None
+    )
     return 1 if lost_qos1 else 0
 
 
