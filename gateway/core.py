@@ -112,7 +112,7 @@ class Gateway:
         self.actions = Actions(
             self.sessions, self.access, self.outbox, self.webhooks, homeassistant=self.homeassistant
         )
-        self.outbox.on_delivered(self.actions.delivered)
+        self.outbox.on_delivered(self.actions)
         # Phones through Expo; ``clock`` times the receipt checks (a parameter, so tests need not wait).
         self.expo: ExpoChannel | None = None
         self.expo_receipts: ExpoReceipts | None = None

@@ -32,10 +32,10 @@ import logging
 import math
 import random
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import bindparam, case, func, literal, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -77,9 +77,21 @@ _RETRY = (
 )
 _IN_CHUNK = 500  # ids per IN (...) list, well below every backend's limit on bound parameters
 
-# Adds event rows to ``session`` for messages whose receipts just became ``delivered`` (message id ->
-# topic name); returns makers of the jobs, called once the commit has given the rows their ids.
-DeliveredHook = Callable[[Any, Mapping[str, str], datetime], Awaitable[list[Callable[[], Job]]]]
+
+class DeliveredHook(Protocol):
+    """Told when receipts become ``delivered`` (``gateway.actions`` announces it to webhooks and MQTT)."""
+
+    async def listened(self, topics: set[str]) -> set[str]:
+        """Of ``topics``, those whose delivered receipts anyone would be told about: the outbox looks up
+        which receipts just moved only for messages on these (a read per batch saved when nobody listens)."""
+        ...
+
+    async def delivered(
+        self, session: Any, reached: Mapping[str, str], now: datetime
+    ) -> list[Callable[[], Job]]:
+        """Add event rows to ``session`` for the messages whose receipts just became ``delivered`` (message
+        id -> topic name); return makers of their jobs, called once the commit has given the rows ids."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,25 +427,33 @@ class Outbox:
                     )
             if retried:
                 await session.execute(_RETRY, retried)
-            reached = await self._credit_receipts(session, credit, now) if credit else []
+            reached: list[str] = []
+            if credit:
+                listened = (
+                    await self._on_delivered.listened(set(topics.values())) if self._on_delivered else set()
+                )
+                watched = [message_id for message_id, topic in topics.items() if topic in listened]
+                reached = await self._credit_receipts(session, credit, now, watched)
             if given_up:
                 await self._fail_receipts(session, given_up, now)
             if reached and self._on_delivered is not None:
-                makers = await self._on_delivered(session, {m: topics[m] for m in reached}, now)
+                makers = await self._on_delivered.delivered(session, {m: topics[m] for m in reached}, now)
                 await number_new_deliveries(session, written=True)  # the updates above took the lock
             await session.commit()
         return makers
 
     @staticmethod
-    async def _credit_receipts(session: Any, credit: Mapping[str, int], now: datetime) -> list[str]:
-        """Add the targets reached to each receipt; returns the messages whose receipts just became
-        ``delivered`` (from ``queued``, or ``failed`` when a late confirmation arrives)."""
-        ids = list(credit)
+    async def _credit_receipts(
+        session: Any, credit: Mapping[str, int], now: datetime, watched: list[str]
+    ) -> list[str]:
+        """Add the targets reached to each receipt; returns those of the ``watched`` messages whose receipts
+        just became ``delivered`` (from ``queued``, or ``failed`` when a late confirmation arrives)."""
         reached: list[str] = []
-        for i in range(0, len(ids), _IN_CHUNK):
+        for i in range(0, len(watched), _IN_CHUNK):
             moving = await session.scalars(
                 select(Receipt.message_id).where(
-                    Receipt.message_id.in_(ids[i : i + _IN_CHUNK]), Receipt.status.in_(("queued", "failed"))
+                    Receipt.message_id.in_(watched[i : i + _IN_CHUNK]),
+                    Receipt.status.in_(("queued", "failed")),
                 )
             )
             reached += moving.all()

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Table, insert, inspect
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from gateway.storage.bulk import insert_rows
 from gateway.storage.models import Base, Delivery
 from gateway.storage.numbering import reserve_delivery_ids
 
@@ -111,7 +112,7 @@ class GroupCommitWriter:
                 if table is _DELIVERIES and "id" not in batch[0]:
                     await self._insert_deliveries(session, batch, written=written)
                 else:
-                    await session.execute(insert(table), batch)
+                    await insert_rows(session, table, batch)
                 written = True
             await session.commit()
         self.commits += 1
@@ -123,7 +124,7 @@ class GroupCommitWriter:
         if first is not None:
             for number, values in enumerate(batch, first):
                 values["id"] = number
-            await session.execute(insert(_DELIVERIES), batch)
+            await insert_rows(session, _DELIVERIES, batch)
             return
         ids = await session.scalars(
             insert(_DELIVERIES).returning(_DELIVERIES.c.id, sort_by_parameter_order=True), batch

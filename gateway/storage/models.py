@@ -51,11 +51,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Datetimes recently written on SQLite and their text (``UtcDateTime``), by object identity, shared by every
+# column: a push writes the same ``now`` into six columns of three tables. Each entry holds its value, so
+# an identity cannot be reused while it is kept; identity, not equality, because equal instants in two
+# time zones have different texts. Emptied when full.
+_written_texts: dict[int, tuple[datetime, str]] = {}
+_WRITTEN_TEXTS_MAX = 4096
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """``DateTime(timezone=True)`` that formats a repeated value once on SQLite. SQLAlchemy's SQLite
-    processor formats every value in Python (about 1 µs each); a push writes the same ``now`` six times
-    (message, receipt, delivery rows), so the text of the last value is kept and reused while the same
-    object comes again. The text is SQLAlchemy's own; other backends keep their processing."""
+    processor formats every value in Python (about 1 µs each), and a push writes the same ``now`` six
+    times (message, receipt, delivery rows): the texts of recent values are kept and reused while the same
+    objects come again. The text is SQLAlchemy's own; other backends keep their processing."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -64,16 +72,17 @@ class UtcDateTime(TypeDecorator[datetime]):
         stock = super().bind_processor(dialect)
         if dialect.name != "sqlite" or stock is None:
             return stock
-        last: tuple[Any, Any] = (None, None)  # (value, its text), replaced in one assignment
 
         def process(value: Any) -> Any:
-            nonlocal last
-            seen = last
-            if value is seen[0]:
+            if value.__class__ is not datetime:
+                return stock(value)  # None, a date, a subclass: as SQLAlchemy does it
+            seen = _written_texts.get(id(value))
+            if seen is not None and seen[0] is value:
                 return seen[1]
+            if len(_written_texts) >= _WRITTEN_TEXTS_MAX:
+                _written_texts.clear()
             text = stock(value)
-            if value is not None:
-                last = (value, text)  # holds the value, so its identity cannot be reused meanwhile
+            _written_texts[id(value)] = (value, text)
             return text
 
         return process

@@ -1,0 +1,78 @@
+"""``insert_rows`` (multi-row INSERTs on SQLite) stores exactly what SQLAlchemy's own INSERT stores."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import insert, select, text
+
+from gateway.config import StorageConfig
+from gateway.storage import database
+from gateway.storage.bulk import insert_rows
+from gateway.storage.models import Delivery, Message, Topic
+
+_MESSAGES = Message.__table__
+_DELIVERIES = Delivery.__table__
+
+
+async def test_rows_match_sqlalchemys_insert_across_chunk_sizes(tmp_path: Path) -> None:
+    engine = database.create_engine(StorageConfig(data_dir=str(tmp_path)))
+    try:
+        await database.upgrade(engine)
+        sessions = database.session_factory(engine)
+        created = datetime(2026, 12, 7, 1, 2, 3, 4560, tzinfo=UTC)
+        async with sessions() as session:
+            session.add(Topic(id="t", name="bulk"))
+            await session.flush()
+            for way, count in (("bulk", 1), ("core", 1), ("bulk", 3), ("bulk", 257), ("core", 257)):
+                messages = [
+                    {
+                        "id": f"{way}-{count}-{n:04d}",
+                        "topic_id": "t",
+                        "message": f"reading {n} ünïcode",
+                        "tags": ["door", "alarm"] if n % 2 else [],
+                        "actions": [{"id": "approve", "label": "Approve"}] if n % 3 == 0 else [],
+                        "source": "mqtt",
+                        "ttl": None if n % 4 else n,
+                        "created_at": created + timedelta(seconds=n),
+                    }
+                    for n in range(count)
+                ]
+                deliveries = [
+                    {"message_id": m["id"], "channel": "mqtt", "next_attempt_at": m["created_at"]}
+                    for m in messages
+                ]
+                if way == "bulk":
+                    await insert_rows(session, _MESSAGES, messages)
+                    await insert_rows(session, _DELIVERIES, deliveries)
+                else:
+                    await session.execute(insert(_MESSAGES), messages)
+                    await session.execute(insert(_DELIVERIES), deliveries)
+            await session.commit()
+
+        async with sessions() as session:
+            raw = (await session.execute(text("SELECT * FROM messages ORDER BY id"))).all()
+            loaded = (await session.scalars(select(Message).order_by(Message.id))).all()
+            rows = (await session.execute(text("SELECT * FROM deliveries"))).mappings().all()
+        by_id = {row[0]: row[1:] for row in raw}
+        assert len(by_id) == 1 + 1 + 3 + 257 + 257
+        for n in range(257):  # the stored text itself, column by column, defaults included
+            assert by_id[f"bulk-257-{n:04d}"] == by_id[f"core-257-{n:04d}"]
+        assert by_id["bulk-1-0000"] == by_id["core-1-0000"]
+        assert by_id["bulk-257-0003"][-1] == "2026-12-07 01:02:06.004560"
+        third = next(m for m in loaded if m.id == "bulk-3-0001")
+        assert (third.title, third.priority, third.tags, third.actions) == (
+            "",
+            "normal",
+            ["door", "alarm"],
+            [],
+        )
+        delivered = {row["message_id"]: row for row in rows}
+        for n in range(257):
+            bulk, core = delivered[f"bulk-257-{n:04d}"], delivered[f"core-257-{n:04d}"]
+            same = ("channel", "target", "event", "state", "attempts", "next_attempt_at", "payload")
+            assert [bulk[c] for c in same] == [core[c] for c in same]
+            assert bulk["state"] == "pending" and bulk["created_at"] is not None
+    finally:
+        await engine.dispose()
