@@ -1,4 +1,5 @@
-"""``insert_rows`` (multi-row INSERTs on SQLite) stores exactly what SQLAlchemy's own INSERT stores."""
+"""``insert_rows`` (multi-row INSERTs on SQLite, 1000 rows a statement at most) stores exactly what
+SQLAlchemy's own INSERT stores."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ async def test_rows_match_sqlalchemys_insert_across_chunk_sizes(tmp_path: Path) 
         async with sessions() as session:
             session.add(Topic(id="t", name="bulk"))
             await session.flush()
-            for way, count in (("bulk", 1), ("core", 1), ("bulk", 3), ("bulk", 257), ("core", 257)):
+            for way, count in (("bulk", 1), ("core", 1), ("bulk", 3), ("bulk", 1100), ("core", 1100)):
                 messages = [
                     {
                         "id": f"{way}-{count}-{n:04d}",
@@ -56,11 +57,11 @@ async def test_rows_match_sqlalchemys_insert_across_chunk_sizes(tmp_path: Path) 
             loaded = (await session.scalars(select(Message).order_by(Message.id))).all()
             rows = (await session.execute(text("SELECT * FROM deliveries"))).mappings().all()
         by_id = {row[0]: row[1:] for row in raw}
-        assert len(by_id) == 1 + 1 + 3 + 257 + 257
-        for n in range(257):  # the stored text itself, column by column, defaults included
-            assert by_id[f"bulk-257-{n:04d}"] == by_id[f"core-257-{n:04d}"]
+        assert len(by_id) == 1 + 1 + 3 + 1100 + 1100
+        for n in range(1100):  # the stored text itself, column by column, defaults included
+            assert by_id[f"bulk-1100-{n:04d}"] == by_id[f"core-1100-{n:04d}"]
         assert by_id["bulk-1-0000"] == by_id["core-1-0000"]
-        assert by_id["bulk-257-0003"][-1] == "2026-12-07 01:02:06.004560"
+        assert by_id["bulk-1100-0003"][-1] == "2026-12-07 01:02:06.004560"
         third = next(m for m in loaded if m.id == "bulk-3-0001")
         assert (third.title, third.priority, third.tags, third.actions) == (
             "",
@@ -69,8 +70,8 @@ async def test_rows_match_sqlalchemys_insert_across_chunk_sizes(tmp_path: Path) 
             [],
         )
         delivered = {row["message_id"]: row for row in rows}
-        for n in range(257):
-            bulk, core = delivered[f"bulk-257-{n:04d}"], delivered[f"core-257-{n:04d}"]
+        for n in range(1100):
+            bulk, core = delivered[f"bulk-1100-{n:04d}"], delivered[f"core-1100-{n:04d}"]
             same = ("channel", "target", "event", "state", "attempts", "next_attempt_at", "payload")
             assert [bulk[c] for c in same] == [core[c] for c in same]
             assert bulk["state"] == "pending" and bulk["created_at"] is not None
