@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import json
-
 from gateway.actions import ActionReport
 from gateway.errors import PushgateError, ValidationError
 from gateway.json_input import parse_json_object
+from gateway.json_output import compact_json
 from gateway.request import PushRequest
 
 __all__ = ["action_report", "error_payload", "push_request"]
@@ -32,4 +31,4 @@ def action_report(payload: bytes) -> ActionReport:
 
 def error_payload(exc: PushgateError) -> bytes:
     body = {"status": exc.status, **exc.to_dict()}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return compact_json(body).encode()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.categories import category_for
+from gateway.json_output import compact_json
 
 __all__ = ["as_utc", "envelope", "iso"]
 
@@ -17,7 +17,8 @@ def as_utc(value: datetime) -> datetime:
 
 
 def iso(value: datetime) -> str:
-    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``2026-12-07T01:02:03Z``: ``isoformat`` is C and several times faster than ``strftime``."""
+    return as_utc(value).isoformat(timespec="seconds")[:19] + "Z"
 
 
 class MessageFields(Protocol):
@@ -50,4 +51,4 @@ def envelope(message: MessageFields, receipt_id: str, topic_name: str) -> bytes:
     }
     if message.image_url:  # only when set, so envelopes without one keep their documented keys
         body["image_url"] = message.image_url
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return compact_json(body).encode()

@@ -56,6 +56,7 @@ from gateway.access import TopicInfo
 from gateway.channels.mqtt import MqttEgress, message_topic
 from gateway.config import HomeAssistantConfig
 from gateway.errors import ConfigError
+from gateway.json_output import compact_json
 from gateway.storage.models import Message, Topic
 
 __all__ = ["NODE_PREFIX", "STATE_EVENT", "HomeAssistant", "action_object_id", "state_payload"]
@@ -306,7 +307,4 @@ class HomeAssistant:
                 "device": device,
                 "origin": origin,
             }
-        return {
-            config_topic: json.dumps(config, separators=(",", ":"), ensure_ascii=False).encode()
-            for config_topic, config in configs.items()
-        }
+        return {config_topic: compact_json(config).encode() for config_topic, config in configs.items()}

@@ -2,10 +2,12 @@
 
 Freshly committed jobs arrive in memory (``submit``) and go out at once; the table is the truth, read at
 start (crash recovery), whenever the in-memory queue overflowed, when a retry falls due, and when an MQTT
-subscriber appears for messages that were waiting for one. State changes are written in one transaction
-per batch, together with the receipts they move. Delivery is at least once: a crash between a send and
-its state write sends again after the restart, and every payload carries the message id so receivers can
-drop the duplicate.
+subscriber appears for messages that were waiting for one. State changes are written by one recorder,
+beside the delivering loop, in one transaction for all the outcomes that finished meanwhile, together with
+the receipts they move; it takes turns with the group-commit writer for SQLite's write lock. A job stays
+counted in memory until its outcome is written, so a table scan never queues it twice. Delivery is at
+least once: a crash between a send and its state write sends again after the restart, and every payload
+carries the message id so receivers can drop the duplicate.
 
 Channels are attached with ``add_channel``:
 
@@ -27,7 +29,6 @@ set with ``on_delivered`` may add event rows (webhooks' ``delivered``) in that s
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import random
@@ -43,6 +44,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from gateway.channels import BroadcastChannel, Channel, Job, Outcome, State
 from gateway.config import OutboxConfig
 from gateway.envelope import as_utc, envelope
+from gateway.json_output import compact_json
 from gateway.storage.models import Delivery, Message, Receipt, Topic, utcnow
 from gateway.storage.numbering import number_new_deliveries
 
@@ -128,7 +130,7 @@ def event_row(
         channel=channel,
         target=target,
         event=event,
-        payload=json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
+        payload=compact_json(payload),
         next_attempt_at=now,
         created_at=now,
         updated_at=now,

@@ -57,6 +57,7 @@ from gateway.channels import Job, Outcome, State
 from gateway.config import ExpoConfig
 from gateway.devices import Devices
 from gateway.expo_api import ExpoApi, ExpoError, ExpoUnavailable, Notification
+from gateway.json_output import compact_json
 from gateway.outbox import RetryPolicy
 from gateway.storage.models import Device, ExpoTicket, Message
 
@@ -123,7 +124,7 @@ def notification(token: str, envelope: Mapping[str, Any], sound: str | None, ttl
 
 
 def _size(made: Notification) -> int:
-    return len(json.dumps(made.get_payload(), ensure_ascii=False, separators=(",", ":")).encode())
+    return len(compact_json(made.get_payload()).encode())
 
 
 class ExpoChannel:

@@ -63,6 +63,7 @@ from gateway.channels.webhook import UrlGuard, UrlRefused
 from gateway.config import WebPushConfig
 from gateway.envelope import as_utc
 from gateway.errors import ConfigError
+from gateway.json_output import compact_json
 from gateway.outbox import RetryPolicy
 from gateway.storage.models import Device, Message, utcnow
 from gateway.vapid import VapidKey, load_vapid_key
@@ -109,7 +110,7 @@ def build_payload(source: dict[str, Any], icon: str | None, limit: int = MAX_PLA
     body["truncated"] = False
 
     def encode() -> bytes:
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        return compact_json(body).encode()
 
     data = encode()
     if len(data) <= limit:
