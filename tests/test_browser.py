@@ -5,13 +5,15 @@ The worker gets a real push through Chrome DevTools' ``ServiceWorker.deliverPush
 ``push`` handler runs and shows the notification). Chromium has no DevTools route to click a
 notification, so the click is a ``NotificationEvent`` built from the real notification and dispatched in
 the worker; the worker's handler then reports to the real gateway, and the receipt read back over HTTP
-shows the action. Subscribing with the PushManager is not exercised: it needs the browser's push
-service (Google's, for Chromium), which a test on loopback cannot reach; where a test needs this browser's
-device, it registers one over the API and stores its id where the page's "Enable" step would.
+shows the action. The browser's own subscription needs its push service (Google's, for Chromium), which a
+test on loopback cannot reach: the page's "Enable" and "Sign out" steps run with ``PushManager`` stood in
+for in the page (the rest of the page, the gateway's key and ``/api/devices`` as they are); other tests
+register this browser's device over the API and store its id where the "Enable" step would.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import AsyncIterator
@@ -306,3 +308,61 @@ async def test_inline_reply_and_a_click_on_the_body(
     ]
     read = await until(lambda: receipt(disk, "read"), "the body click marking the message read")
     assert read["read_count"] == 1 and read["actions_taken"] == []
+
+
+# The browser's push service, stood in for in the page: Chromium's PushManager registers with Google's push
+# service, which a loopback test cannot reach. Everything else on the page runs as it is: the VAPID key is
+# fetched from the gateway, the subscription it would get is registered through POST /api/devices, and the
+# device id is kept for the worker.
+PUSH_SERVICE_STAND_IN = """([endpoint, keys]) => {
+    let current = null;
+    PushManager.prototype.getSubscription = async function () { return current; };
+    PushManager.prototype.subscribe = async function (options) {
+        self.subscribedWith = {
+            userVisibleOnly: options.userVisibleOnly,
+            key: Array.from(new Uint8Array(options.applicationServerKey)),
+        };
+        current = {
+            endpoint,
+            options,
+            toJSON: () => ({endpoint, expirationTime: null, keys}),
+            unsubscribe: async () => { self.unsubscribed = true; current = null; return true; },
+        };
+        return current;
+    };
+}"""
+
+
+async def test_enable_registers_this_browser_and_sign_out_removes_it(
+    server: Server, admin: Admin, http: httpx.AsyncClient, browser: Browser
+) -> None:
+    token = (await admin.create_user("carol")).secret
+    user = await sign_in(browser, server, token)
+    browser_subscription = subscription("https://push.example.net/wpush/v2/chromium-in-ci")
+    await user.page.evaluate(
+        PUSH_SERVICE_STAND_IN, [browser_subscription["endpoint"], browser_subscription["keys"]]
+    )
+
+    await user.page.click("#enable-button")
+    await user.page.wait_for_selector("#status:has-text('Notifications are on for this browser')")
+
+    vapid = (await http.get("/api/webpush/vapid-public-key")).json()["public_key"]
+    used = await user.page.evaluate("self.subscribedWith")
+    assert used["userVisibleOnly"] is True
+    assert bytes(used["key"]) == base64.urlsafe_b64decode(vapid + "=" * (-len(vapid) % 4))
+    [device] = (await http.get("/api/devices", headers=bearer(token))).json()["devices"]
+    assert (device["platform"], device["device_name"], device["status"]) == (
+        "web",
+        "Chromium in CI",
+        "active",
+    )
+    assert device["token_hint"] == "https://push.example.net/...n-ci"
+    stored = await user.page.evaluate("pushgateStore.credentials()")
+    assert stored == {"token": token, "device_id": device["id"], "device_name": "Chromium in CI"}
+
+    await user.page.click("#signout-button")
+    await user.page.wait_for_selector("#status:has-text('Signed out; this browser gets no more')")
+    assert await user.page.evaluate("self.unsubscribed") is True
+    assert (await http.get("/api/devices", headers=bearer(token))).json()["devices"] == []
+    assert await user.page.evaluate("pushgateStore.credentials()") is None
+    assert await user.page.is_visible("#signin-button")
