@@ -73,12 +73,14 @@ class _Flight:
 class _Received:
     """An incoming QoS 2 message held until its PUBREL (delivered once, MQTT 3.1.1 4.3.3 method B)."""
 
-    __slots__ = ("topic", "data", "retain")
+    __slots__ = ("topic", "data", "retain", "storing")
 
     def __init__(self, topic: str, data: bytes, retain: bool) -> None:
         self.topic = topic
         self.data = data
         self.retain = retain
+        # A push being committed since its PUBREL: a PUBREL sent again meanwhile waits for the same commit.
+        self.storing: asyncio.Future[bool] | None = None
 
 
 class IngestProtocolHandler(BrokerProtocolHandler):
@@ -286,15 +288,35 @@ class IngestProtocolHandler(BrokerProtocolHandler):
         return True
 
     async def _on_pubrel(self, pid: int) -> None:
+        """Deliver the held message once. It is let go only when delivered, or stored for a push: a push
+        the server failed to store gets no PUBCOMP and stays held, so the PUBREL the client sends again
+        (on reconnecting with its session) stores it then, instead of being answered for a lost message."""
         session = self.session
         assert session is not None
-        received = session.inflight_in.pop(pid, None)
+        inflight = session.inflight_in
+        received = inflight.get(pid)
         if not isinstance(received, _Received):  # delivered already: answer again (MQTT-4.3.3-2)
             self._acknowledge_after(None, wire.ack(wire.PUBCOMP, pid))
+            return
+        if received.storing is not None:
+            self._acknowledge_after(received.storing, wire.ack(wire.PUBCOMP, pid))
             return
         settled = await self._broker.accept_publish(
             session, received.topic, received.data, 2, received.retain
         )
+        if settled is None:
+            inflight.pop(pid, None)
+        else:
+            received.storing = settled
+
+            def _stored(done: asyncio.Future[bool]) -> None:
+                if not done.cancelled() and done.result():
+                    if inflight.get(pid) is received:
+                        del inflight[pid]
+                else:
+                    received.storing = None
+
+            settled.add_done_callback(_stored)
         self._acknowledge_after(settled, wire.ack(wire.PUBCOMP, pid))
 
     def _acknowledge_after(self, settled: asyncio.Future[bool] | None, packet: bytes) -> None:

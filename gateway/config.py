@@ -47,6 +47,8 @@ class StorageConfig:
     database_url: str = ""
     # FULL: a commit survives power loss, not only a killed process; group commit pays for it once per batch.
     sqlite_synchronous: str = "FULL"
+    # How long a write waits for another process's write lock before it fails (the push is not answered).
+    sqlite_busy_timeout: float = 30 * SECONDS
     # Messages older than this are pruned; 0 keeps them for ever.
     retention_days: int = 30
 

@@ -55,7 +55,9 @@ def create_engine(config: StorageConfig) -> AsyncEngine:
         raise ConfigError(f"[storage] sqlite_synchronous must be one of {sorted(_SYNC_LEVELS)}")
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30}, json_serializer=to_json)
+    engine = create_async_engine(
+        url, connect_args={"timeout": config.sqlite_busy_timeout}, json_serializer=to_json
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
