@@ -15,6 +15,7 @@ what the ORM would store.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,10 @@ class _Plan:
         return self.head + ", ".join([self.group] * rows)
 
 
-_plans: dict[tuple[Table, frozenset[str], str], _Plan | None] = {}
+# Per dialect object (its processors belong to it, e.g. the engine's JSON serializer), gone with its engine.
+_plans: weakref.WeakKeyDictionary[Dialect, dict[tuple[Table, frozenset[str]], _Plan | None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def insert_rows(session: Any, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -81,10 +85,10 @@ async def insert_rows(session: Any, table: Table, rows: Sequence[dict[str, Any]]
 
 
 def _plan(table: Table, keys: frozenset[str], dialect: Dialect) -> _Plan | None:
-    cache_key = (table, keys, dialect.name)
-    if cache_key not in _plans:
-        _plans[cache_key] = _make_plan(table, keys, dialect)
-    return _plans[cache_key]
+    plans = _plans.setdefault(dialect, {})
+    if (table, keys) not in plans:
+        plans[(table, keys)] = _make_plan(table, keys, dialect)
+    return plans[(table, keys)]
 
 
 def _make_plan(table: Table, keys: frozenset[str], dialect: Dialect) -> _Plan | None:
