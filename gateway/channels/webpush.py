@@ -5,9 +5,11 @@ A browser device (``platform: web``, ``gateway.devices``) gets one outbox row pe
 device deleted, expired or registered again meanwhile is honoured) and POSTs to its endpoint:
 
 - the body is the JSON below, encrypted ``aes128gcm`` (RFC 8291) to the browser's ``p256dh`` and
-  ``auth``; ``Authorization: vapid t=<JWT>, k=<public key>`` (RFC 8292) is signed with the gateway's VAPID
-  key (``gateway.vapid``), with a fresh claims dict per request (``sub`` from ``[webpush] subject``,
-  ``aud`` the endpoint's origin, ``exp`` 12 hours on);
+  ``auth`` (pywebpush's ``WebPusher.encode``: a fresh ECDH key and salt per request);
+  ``Authorization: vapid t=<JWT>, k=<public key>`` (RFC 8292) is signed with the gateway's VAPID key
+  (``gateway.vapid.VapidTokens``): one JWT per push service origin (``sub`` from ``[webpush] subject``,
+  ``aud`` the endpoint's origin, ``exp`` 12 hours on), reused until less than an hour of it is left and
+  then signed anew with a claims dict built afresh;
 - ``TTL``: what is left of the message's ttl, or ``[webpush] default_ttl`` for a message without one; a
   message whose ttl ran out before an attempt is not sent (the row becomes ``expired``);
 - ``Urgency``: ``very-low`` for priority lowest, ``low`` for low, ``normal``, ``high`` for high and urgent.
@@ -34,17 +36,23 @@ with an address for a host is checked before the request, a host name at the mom
 new connection (the resolver of the HTTP client asks the guard, so what is checked is what is connected
 to). Connections are kept alive per host name: a push service is a few hosts serving many subscriptions.
 Nothing logged or stored carries an endpoint's path or a subscription key: each is a capability.
+
+Per request the work is the encryption, the request and little else: a subscription's keys are decoded
+once and kept (``_TARGETS`` of them, keyed by endpoint and keys, so a device registered again with new
+keys is never encrypted to with its old ones); a message's payload is built once for its whole fan-out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import ipaddress
 import json
 import logging
 import socket
 import ssl
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -54,7 +62,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from pywebpush import WebPushException, webpush_async
+from cryptography.hazmat.primitives.asymmetric import ec
+from pywebpush import WebPusher
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -65,7 +74,7 @@ from gateway.envelope import as_utc
 from gateway.errors import ConfigError
 from gateway.outbox import RetryPolicy
 from gateway.storage.models import Device, Message, utcnow
-from gateway.vapid import VapidKey, load_vapid_key
+from gateway.vapid import VapidKey, VapidTokens, load_vapid_key
 
 __all__ = ["MAX_PLAINTEXT", "URGENCY", "WebPushChannel", "build_payload", "retry_after_seconds"]
 
@@ -78,7 +87,8 @@ URGENCY = {"lowest": "very-low", "low": "low", "normal": "normal", "high": "high
 _PAYLOAD_KEYS = ("id", "receipt_id", "topic", "title", "message", "priority", "tags", "click_url")
 _RETRIED = frozenset({408, 429})
 _GONE = frozenset({404, 410})
-_MESSAGE_CACHE = 1024  # messages' ttl and icon kept in memory: a fan-out reads its message once
+_MESSAGE_CACHE = 1024  # messages' ttl and payload kept in memory: a fan-out reads its message once
+_TARGETS = 10_000  # subscriptions whose decoded keys are kept (about 1.5 KB each): a fan-out's devices
 _IN_CHUNK = 500  # device ids per query
 _BATCH_WINDOW = 0.002  # seconds a device lookup waits for others to share its query
 _ERROR_CHARS = 300  # of a push service's answer kept in last_error
@@ -140,9 +150,35 @@ class _Subscription:
 
 @dataclass(frozen=True, slots=True)
 class _MessageInfo:
+    """What every device's request for a message shares: built once per message, not per device."""
+
     ttl: int | None
-    icon_url: str | None
     created_at: datetime
+    data: bytes | None  # the payload (``build_payload``); None when it cannot fit
+    urgency: str
+
+
+class _Encoder(WebPusher):
+    """pywebpush's encryption (``WebPusher.encode``) for one subscription, its keys decoded once:
+    ``WebPusher.__init__`` deep-copies and base64-decodes the subscription, and http_ece parses the
+    ``p256dh`` point, on every send otherwise."""
+
+    def __init__(self, p256dh: str, auth: str) -> None:  # WebPusher.__init__ would decode again
+        self.verbose = False
+        point = base64.urlsafe_b64decode(p256dh + "=" * (-len(p256dh) % 4))
+        # http_ece takes the key as an object too, and then skips parsing it.
+        self.receiver_key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)  # type: ignore[assignment]
+        self.auth_key = base64.urlsafe_b64decode(auth + "=" * (-len(auth) % 4))
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """A subscription ready to send to: its endpoint's origin (the JWT's ``aud``), its host when that is
+    an IP address (checked by the guard before each request), and its encoder."""
+
+    origin: str
+    literal_host: str | None
+    encoder: _Encoder
 
 
 def _hint(endpoint: str) -> str:
@@ -270,7 +306,9 @@ class WebPushChannel:
         self._devices = _DeviceLoader(sessions)
         self._messages: OrderedDict[str, asyncio.Future[_MessageInfo | None]] = OrderedDict()
         self._literal_checked: dict[str, UrlRefused | None] = {}  # IP-literal hosts: the answer never changes
+        self._targets: OrderedDict[tuple[str, str, str], _Target] = OrderedDict()
         self._key: VapidKey | None = None
+        self._tokens: VapidTokens | None = None
         self._client: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         self.retry = RetryPolicy(config.backoff_base, config.backoff_max, config.max_attempts)
@@ -291,6 +329,7 @@ class WebPushChannel:
             self._key.signer.sign({"sub": subject, "aud": "https://push.example"})
         except Exception as exc:
             raise ConfigError(f"[webpush] subject {subject!r} is refused: {exc}") from exc
+        self._tokens = VapidTokens(self._key, subject)
         tls = await asyncio.to_thread(_tls_context, self._config.ca_file)
         connector = aiohttp.TCPConnector(
             resolver=_GuardedResolver(self._guard), ssl=tls, limit=max(1, self._config.concurrency)
@@ -314,7 +353,7 @@ class WebPushChannel:
             return Outcome(State.FAILED, error=f"the device is {subscription.status}: not sent")
         if not (subscription.endpoint and subscription.p256dh and subscription.auth):
             return Outcome(State.FAILED, error="the device has no Web Push subscription")
-        info = await self._message(job.message_id)
+        info = await self._message(job)
         if info is None:
             return Outcome(State.FAILED, error="the message was deleted")
         ttl = self._config.default_ttl
@@ -322,36 +361,34 @@ class WebPushChannel:
             ttl = info.ttl - int((utcnow() - as_utc(info.created_at)).total_seconds())
             if ttl <= 0:
                 return Outcome(State.EXPIRED, error="the message's ttl ran out before it could be sent")
-        envelope = json.loads(job.payload)
-        data = build_payload(envelope, info.icon_url)
-        if data is None:
+        if info.data is None:
             return Outcome(State.FAILED, error=f"the payload does not fit Web Push's {MAX_PLAINTEXT} bytes")
-        urgency = URGENCY.get(envelope.get("priority"), "normal")
-        return await self._send(job, subscription, data, ttl, urgency)
+        return await self._send(job, subscription.endpoint, subscription.p256dh, subscription.auth, info, ttl)
 
     async def _send(
-        self, job: Job, subscription: _Subscription, data: bytes, ttl: int, urgency: str
+        self, job: Job, endpoint: str, p256dh: str, auth: str, info: _MessageInfo, ttl: int
     ) -> Outcome:
-        endpoint = subscription.endpoint or ""
+        tokens, client = self._started()
+        error, retry_after = "", None
         try:
+            target = self._target(endpoint, p256dh, auth)
             async with asyncio.timeout(self._config.timeout):
-                await self._check_literal(endpoint)
-                await webpush_async(
-                    {
-                        "endpoint": endpoint,
-                        "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth},
-                    },
-                    data=data.decode(),
-                    vapid_private_key=self._signer(),
-                    vapid_claims={"sub": self._config.subject},  # pywebpush adds aud and exp to it
-                    content_encoding="aes128gcm",
-                    timeout=self._timeout,  # type: ignore[arg-type]  # aiohttp takes a ClientTimeout
-                    ttl=ttl,
-                    headers={"Urgency": urgency},
-                    aiohttp_session=self._client,
-                )
-        except WebPushException as exc:
-            return await self._answered(job, endpoint, exc)
+                if target.literal_host is not None:
+                    await self._check_literal(target.literal_host, endpoint)
+                headers = {
+                    "TTL": str(ttl),
+                    "Content-Encoding": "aes128gcm",
+                    "Urgency": info.urgency,
+                    "Authorization": tokens.header(target.origin, time.time()),
+                }
+                body = target.encoder.encode(info.data or b"", "aes128gcm")["body"]
+                async with client.post(endpoint, data=body, headers=headers) as response:
+                    answer = await response.read()  # to the end, so the connection is kept alive
+                    status = response.status
+                    if not 200 <= status < 300:
+                        text = answer.decode(errors="replace")
+                        error = f"Push failed: {status} {response.reason}\nResponse body:{text}"
+                        retry_after = response.headers.get("Retry-After")
         except UrlRefused as exc:
             error = exc.message.replace("webhooks may not call", "Web Push may not use").replace(
                 "[webhooks]", "[webpush]"
@@ -362,35 +399,49 @@ class WebPushChannel:
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}".replace(endpoint, _hint(endpoint))
             return Outcome(State.PENDING, error=error[:_ERROR_CHARS])
-        return Outcome(State.SENT, delivered=1)
-
-    async def _answered(self, job: Job, endpoint: str, exc: WebPushException) -> Outcome:
-        status = exc.status_code
-        text = str(exc.message).replace(endpoint, _hint(endpoint))[:_ERROR_CHARS]
-        if status is None:
-            return Outcome(State.FAILED, error=text)
         if 200 <= status < 300:
             return Outcome(State.SENT, delivered=1)
+        return await self._refused(job, status, error.replace(endpoint, _hint(endpoint)), retry_after)
+
+    async def _refused(self, job: Job, status: int, text: str, retry_after: str | None) -> Outcome:
+        """What a push service's answer other than 2xx means for the delivery and the device."""
+        text = text[:_ERROR_CHARS]
         if status in _GONE:
             await self._expire(job.target, f"its push service answered {status}")
             return Outcome(State.FAILED, error=f"HTTP {status}: the subscription is gone; device expired")
         if status in _RETRIED or status >= 500:
-            return Outcome(State.PENDING, error=text, retry_after=retry_after_seconds(exc.retry_after))
+            return Outcome(State.PENDING, error=text, retry_after=retry_after_seconds(retry_after))
         log.warning("web push to device %s refused with HTTP %d; not retried", job.target, status)
         return Outcome(State.FAILED, error=text)
 
-    def _signer(self) -> Any:
-        if self._key is None or self._client is None:
+    def _started(self) -> tuple[VapidTokens, aiohttp.ClientSession]:
+        if self._tokens is None or self._client is None:
             raise RuntimeError("WebPushChannel.start() was not called")
-        return self._key.signer
+        return self._tokens, self._client
 
-    async def _check_literal(self, endpoint: str) -> None:
-        """An endpoint whose host is an address is not resolved, so the guard sees it here."""
-        host = urlsplit(endpoint).hostname or ""
+    def _target(self, endpoint: str, p256dh: str, auth: str) -> _Target:
+        """The subscription's decoded keys and origin, kept for the next message (``_TARGETS`` of them).
+        A key that is not a P-256 point raises ``ValueError``."""
+        key = (endpoint, p256dh, auth)
+        target = self._targets.get(key)
+        if target is not None:
+            self._targets.move_to_end(key)
+            return target
+        parts = urlsplit(endpoint)
+        host = parts.hostname or ""
         try:
             ipaddress.ip_address(host)
+            literal: str | None = host
         except ValueError:
-            return  # a name: checked by the resolver when a connection is made
+            literal = None  # a name: checked by the resolver when a connection is made
+        target = _Target(f"{parts.scheme}://{parts.netloc}", literal, _Encoder(p256dh, auth))
+        self._targets[key] = target
+        if len(self._targets) > _TARGETS:
+            self._targets.popitem(last=False)
+        return target
+
+    async def _check_literal(self, host: str, endpoint: str) -> None:
+        """An endpoint whose host is an address is not resolved, so the guard sees it here."""
         if host not in self._literal_checked:
             try:
                 await self._guard.check(endpoint)
@@ -401,8 +452,10 @@ class WebPushChannel:
         if refused is not None:
             raise refused
 
-    async def _message(self, message_id: str) -> _MessageInfo | None:
-        """The message's ttl, icon and creation time: read once per message (messages never change)."""
+    async def _message(self, job: Job) -> _MessageInfo | None:
+        """The message's ttl, creation time and payload: read and built once per message (messages never
+        change, and every device of a fan-out gets the same payload)."""
+        message_id = job.message_id
         cached = self._messages.get(message_id)
         if cached is not None:
             self._messages.move_to_end(message_id)
@@ -428,7 +481,11 @@ class WebPushChannel:
             else:
                 future.cancel()
             raise
-        info = _MessageInfo(row[0], row[1], row[2]) if row is not None else None
+        info = None
+        if row is not None:
+            envelope = json.loads(job.payload)
+            urgency = URGENCY.get(envelope.get("priority"), "normal")
+            info = _MessageInfo(row[0], row[2], build_payload(envelope, row[1]), urgency)
         future.set_result(info)
         return info
 
