@@ -105,9 +105,10 @@ class Gateway:
             config.storage.data_dir,
             UrlGuard(push.allowed_hosts, listen),
             self.devices.expire,
+            self.targets.webpush_subscription,
         )
         self.outbox.add_channel(
-            self.webpush, broadcast=False, retry=self.webpush.retry, concurrency=push.concurrency
+            self.webpush, broadcast=False, retry=self.webpush.retry, concurrency=self.webpush.workers
         )
         self.actions = Actions(
             self.sessions, self.access, self.outbox, self.webhooks, homeassistant=self.homeassistant

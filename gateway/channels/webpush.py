@@ -1,8 +1,10 @@
 """The Web Push channel: each message to each registered browser, encrypted and VAPID-signed (pywebpush).
 
 A browser device (``platform: web``, ``gateway.devices``) gets one outbox row per message, on the
-``webpush`` lane (``gateway.targets``). An attempt reads the device's subscription as it is now (so a
-device deleted, expired or registered again meanwhile is honoured) and POSTs to its endpoint:
+``webpush`` lane (``gateway.targets``). An attempt reads the device's subscription as it is now, from the
+in-memory device index that registration, deletion and expiry update as they commit (so a device deleted,
+expired or registered again meanwhile is honoured, without a query per attempt), and POSTs to its
+endpoint:
 
 - the body is the JSON below, encrypted ``aes128gcm`` (RFC 8291) to the browser's ``p256dh`` and
   ``auth`` (pywebpush's ``WebPusher.encode``: a fresh ECDH key and salt per request);
@@ -45,7 +47,6 @@ keys is never encrypted to with its old ones); a message's payload is built once
 from __future__ import annotations
 
 import asyncio
-import base64
 import email.utils
 import ipaddress
 import json
@@ -62,18 +63,18 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from cryptography.hazmat.primitives.asymmetric import ec
-from pywebpush import WebPusher
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.channels import Job, Outcome, State
 from gateway.channels.webhook import UrlGuard, UrlRefused
+from gateway.channels.webpush_encrypt import Encryptor
 from gateway.config import WebPushConfig
 from gateway.envelope import as_utc
 from gateway.errors import ConfigError
 from gateway.outbox import RetryPolicy
-from gateway.storage.models import Device, Message, utcnow
+from gateway.storage.models import Message, utcnow
+from gateway.targets import WebPushKeys
 from gateway.vapid import VapidKey, VapidTokens, load_vapid_key
 
 __all__ = ["MAX_PLAINTEXT", "URGENCY", "WebPushChannel", "build_payload", "retry_after_seconds"]
@@ -88,9 +89,8 @@ _PAYLOAD_KEYS = ("id", "receipt_id", "topic", "title", "message", "priority", "t
 _RETRIED = frozenset({408, 429})
 _GONE = frozenset({404, 410})
 _MESSAGE_CACHE = 1024  # messages' ttl and payload kept in memory: a fan-out reads its message once
-_TARGETS = 10_000  # subscriptions whose decoded keys are kept (about 1.5 KB each): a fan-out's devices
-_IN_CHUNK = 500  # device ids per query
-_BATCH_WINDOW = 0.002  # seconds a device lookup waits for others to share its query
+_TARGETS = 1024  # endpoints' origins kept, by endpoint host: push services are a handful of hosts
+_AHEAD = 4  # outbox workers per request in flight when encrypting in worker processes
 _ERROR_CHARS = 300  # of a push service's answer kept in last_error
 
 
@@ -141,14 +141,6 @@ def build_payload(source: dict[str, Any], icon: str | None, limit: int = MAX_PLA
 
 
 @dataclass(frozen=True, slots=True)
-class _Subscription:
-    status: str
-    endpoint: str | None
-    p256dh: str | None
-    auth: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class _MessageInfo:
     """What every device's request for a message shares: built once per message, not per device."""
 
@@ -158,27 +150,13 @@ class _MessageInfo:
     urgency: str
 
 
-class _Encoder(WebPusher):
-    """pywebpush's encryption (``WebPusher.encode``) for one subscription, its keys decoded once:
-    ``WebPusher.__init__`` deep-copies and base64-decodes the subscription, and http_ece parses the
-    ``p256dh`` point, on every send otherwise."""
-
-    def __init__(self, p256dh: str, auth: str) -> None:  # WebPusher.__init__ would decode again
-        self.verbose = False
-        point = base64.urlsafe_b64decode(p256dh + "=" * (-len(p256dh) % 4))
-        # http_ece takes the key as an object too, and then skips parsing it.
-        self.receiver_key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)  # type: ignore[assignment]
-        self.auth_key = base64.urlsafe_b64decode(auth + "=" * (-len(auth) % 4))
-
-
 @dataclass(frozen=True, slots=True)
 class _Target:
-    """A subscription ready to send to: its endpoint's origin (the JWT's ``aud``), its host when that is
-    an IP address (checked by the guard before each request), and its encoder."""
+    """An endpoint's origin (the JWT's ``aud``) and its host when that is an IP address (checked by the
+    guard before each request)."""
 
     origin: str
     literal_host: str | None
-    encoder: _Encoder
 
 
 def _hint(endpoint: str) -> str:
@@ -213,78 +191,6 @@ class _GuardedResolver(AbstractResolver):
         return None
 
 
-class _DeviceLoader:
-    """Reads the subscriptions of the devices asked for within ``_BATCH_WINDOW`` in one query: a fan-out's
-    concurrent attempts share a database round trip (a thread hand-off with aiosqlite) instead of making
-    one each. The window is small against a push service's answer time."""
-
-    def __init__(self, sessions: async_sessionmaker[Any]) -> None:
-        self._sessions = sessions
-        self._waiting: dict[str, list[asyncio.Future[_Subscription | None]]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def get(self, device_id: str) -> _Subscription | None:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[_Subscription | None] = loop.create_future()
-        self._waiting.setdefault(device_id, []).append(future)
-        if len(self._waiting) >= _IN_CHUNK:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(_BATCH_WINDOW, self._flush)
-        return await future
-
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch, self._waiting = self._waiting, {}
-        task = asyncio.create_task(self._load(batch), name="webpush-device-loader")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _load(self, batch: dict[str, list[asyncio.Future[_Subscription | None]]]) -> None:
-        found: dict[str, _Subscription] = {}
-        try:
-            ids = list(batch)
-            async with self._sessions() as session:
-                for i in range(0, len(ids), _IN_CHUNK):
-                    rows = await session.execute(
-                        select(
-                            Device.id,
-                            Device.status,
-                            Device.webpush_endpoint,
-                            Device.webpush_p256dh,
-                            Device.webpush_auth,
-                        ).where(Device.id.in_(ids[i : i + _IN_CHUNK]))
-                    )
-                    for row in rows:
-                        found[row[0]] = _Subscription(row[1], row[2], row[3], row[4])
-        except asyncio.CancelledError:
-            for futures in batch.values():
-                for future in futures:
-                    future.cancel()
-            raise
-        except Exception as exc:  # the database is briefly unavailable: each attempt is retried later
-            for futures in batch.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(exc)
-            return
-        for device_id, futures in batch.items():
-            for future in futures:
-                if not future.done():
-                    future.set_result(found.get(device_id))
-
-    async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
 class WebPushChannel:
     """The ``webpush`` outbox lane; ``start`` loads the VAPID key and opens the HTTP client."""
 
@@ -297,21 +203,28 @@ class WebPushChannel:
         data_dir: str,
         guard: UrlGuard,
         expire: Callable[[str, str], Awaitable[None]],
+        subscription: Callable[[str], WebPushKeys | None],
     ) -> None:
         self._sessions = sessions
         self._config = config
         self._data_dir = data_dir
         self._guard = guard
         self._expire = expire
-        self._devices = _DeviceLoader(sessions)
+        self._subscription = subscription
         self._messages: OrderedDict[str, asyncio.Future[_MessageInfo | None]] = OrderedDict()
         self._literal_checked: dict[str, UrlRefused | None] = {}  # IP-literal hosts: the answer never changes
-        self._targets: OrderedDict[tuple[str, str, str], _Target] = OrderedDict()
+        self._targets: OrderedDict[str, _Target] = OrderedDict()  # by scheme://netloc
+        self._encryptor = Encryptor(config.encrypt_processes)
+        self._requests = asyncio.Semaphore(max(1, config.concurrency))
         self._key: VapidKey | None = None
         self._tokens: VapidTokens | None = None
         self._client: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         self.retry = RetryPolicy(config.backoff_base, config.backoff_max, config.max_attempts)
+        # Outbox workers for this lane: ``concurrency`` requests in flight; with encryption workers, as many
+        # again times ``_AHEAD`` wait for their bodies (batched per round trip) so a request leaves as soon
+        # as one returns.
+        self.workers = max(1, config.concurrency) * (_AHEAD if config.encrypt_processes else 1)
 
     @property
     def public_key(self) -> str:
@@ -337,7 +250,7 @@ class WebPushChannel:
         self._client = aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=False)
 
     async def close(self) -> None:
-        await self._devices.close()
+        await self._encryptor.close()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -346,13 +259,9 @@ class WebPushChannel:
         return 0  # a targeted lane: the publish pipeline counts its devices
 
     async def deliver(self, job: Job) -> Outcome:
-        subscription = await self._devices.get(job.target)
+        subscription = self._subscription(job.target)
         if subscription is None:
-            return Outcome(State.FAILED, error="the device was deleted")
-        if subscription.status != "active":
-            return Outcome(State.FAILED, error=f"the device is {subscription.status}: not sent")
-        if not (subscription.endpoint and subscription.p256dh and subscription.auth):
-            return Outcome(State.FAILED, error="the device has no Web Push subscription")
+            return Outcome(State.FAILED, error="the device was deleted or is no longer active: not sent")
         info = await self._message(job)
         if info is None:
             return Outcome(State.FAILED, error="the message was deleted")
@@ -371,8 +280,9 @@ class WebPushChannel:
         tokens, client = self._started()
         error, retry_after = "", None
         try:
-            target = self._target(endpoint, p256dh, auth)
-            async with asyncio.timeout(self._config.timeout):
+            target = self._target(endpoint)
+            body = await self._encryptor.encrypt(p256dh, auth, info.data or b"")
+            async with self._requests, asyncio.timeout(self._config.timeout):
                 if target.literal_host is not None:
                     await self._check_literal(target.literal_host, endpoint)
                 headers = {
@@ -381,7 +291,6 @@ class WebPushChannel:
                     "Urgency": info.urgency,
                     "Authorization": tokens.header(target.origin, time.time()),
                 }
-                body = target.encoder.encode(info.data or b"", "aes128gcm")["body"]
                 async with client.post(endpoint, data=body, headers=headers) as response:
                     answer = await response.read()  # to the end, so the connection is kept alive
                     status = response.status
@@ -419,25 +328,25 @@ class WebPushChannel:
             raise RuntimeError("WebPushChannel.start() was not called")
         return self._tokens, self._client
 
-    def _target(self, endpoint: str, p256dh: str, auth: str) -> _Target:
-        """The subscription's decoded keys and origin, kept for the next message (``_TARGETS`` of them).
-        A key that is not a P-256 point raises ``ValueError``."""
-        key = (endpoint, p256dh, auth)
-        target = self._targets.get(key)
+    def _target(self, endpoint: str) -> _Target:
+        """The endpoint's origin and address host, kept per origin (``_TARGETS`` of them)."""
+        # https://host[:port]/path: the origin is what precedes the path's first slash.
+        slash = endpoint.find("/", 8)
+        origin = endpoint if slash < 0 else endpoint[:slash]
+        target = self._targets.get(origin)
         if target is not None:
-            self._targets.move_to_end(key)
             return target
-        parts = urlsplit(endpoint)
-        host = parts.hostname or ""
+        host = urlsplit(endpoint).hostname or ""
         try:
             ipaddress.ip_address(host)
             literal: str | None = host
         except ValueError:
             literal = None  # a name: checked by the resolver when a connection is made
-        target = _Target(f"{parts.scheme}://{parts.netloc}", literal, _Encoder(p256dh, auth))
-        self._targets[key] = target
-        if len(self._targets) > _TARGETS:
+        parts = urlsplit(endpoint)
+        target = _Target(f"{parts.scheme}://{parts.netloc}", literal)
+        if len(self._targets) >= _TARGETS:
             self._targets.popitem(last=False)
+        self._targets[origin] = target
         return target
 
     async def _check_literal(self, host: str, endpoint: str) -> None:
