@@ -13,7 +13,6 @@ of requests in flight:
 
 Each rate is requests the service received ÷ the time from the start of the run (first request sent,
 or the push POSTed) to the service's last arrival; the ratio pushgate ÷ bare is the figure (goal >= 0.5).
-pushgate's CPU includes its encryption worker processes (``[webpush] encrypt_processes``).
 """
 
 from __future__ import annotations
@@ -63,19 +62,6 @@ def run_service(ca_cert: str, ca_key: str) -> Iterator[Server]:
     argv = [sys.executable, str(REPO_DIR / "tests" / "webpush_service.py"), "--ca-cert", ca_cert]
     with _server("webpush-service", [*argv, "--ca-key", ca_key], dict(os.environ), _SERVICE_READY) as srv:
         yield srv
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU time of a process and of its live children (pushgate's encryption workers)."""
-    total = cpu_seconds(pid)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # ended meanwhile
-        if int(fields[1]) == pid:  # ppid
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 async def _stats(client: httpx.AsyncClient) -> dict[str, float]:
@@ -189,12 +175,10 @@ async def run(args: argparse.Namespace) -> int:
                     "PUSHGATE_WEBPUSH_ALLOWED_HOSTS": "127.0.0.1",
                     "PUSHGATE_WEBPUSH_CONCURRENCY": str(args.concurrency),
                 }
-                if args.encrypt_processes is not None:
-                    env["PUSHGATE_WEBPUSH_ENCRYPT_PROCESSES"] = str(args.encrypt_processes)
                 with _server("pushgate", [PUSHGATE, "serve"], env, _PUSHGATE_READY) as gateway:
                     await stats.delete("/stats")
                     async with httpx.AsyncClient(base_url=gateway.http_url, timeout=60) as http:
-                        busy0, gw0 = machine_busy_seconds(), tree_cpu_seconds(gateway.proc.pid)
+                        busy0, gw0 = machine_busy_seconds(), cpu_seconds(gateway.proc.pid)
                         svc0 = cpu_seconds(service.proc.pid)
                         started = time.monotonic()
                         pushed = await http.post(
@@ -207,7 +191,7 @@ async def run(args: argparse.Namespace) -> int:
                             raise RuntimeError(f"push refused or short: {pushed.status_code} {pushed.text}")
                         done = await _wait_for(stats, args.count, args.timeout)
                         wall = done["last"] - started
-                        gw_cpu = tree_cpu_seconds(gateway.proc.pid) - gw0
+                        gw_cpu = cpu_seconds(gateway.proc.pid) - gw0
                         svc_gw = cpu_seconds(service.proc.pid) - svc0
                         other_gw = machine_busy_seconds() - busy0 - gw_cpu - svc_gw
                         rows.append(("pushgate", done["count"], wall, gw_cpu, answered))
@@ -236,9 +220,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight, both runs")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds each run may take")
     parser.add_argument("--code", type=Path, help="serve pushgate from this source tree")
-    parser.add_argument(
-        "--encrypt-processes", type=int, help="pushgate's [webpush] encrypt_processes (default: its own)"
-    )
     return asyncio.run(run(parser.parse_args(argv)))
 
 

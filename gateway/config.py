@@ -213,9 +213,6 @@ class WebPushConfig:
     timeout: float = 10 * SECONDS
     # Requests in flight at once, over all subscriptions (and the most connections kept open).
     concurrency: int = 32
-    # Worker processes that encrypt payloads (RFC 8291's ECDH and AES, about a third of a request's CPU
-    # cost) beside the event loop, for a machine with a core to spare; 0 encrypts in the gateway's process.
-    encrypt_processes: int = 0
     # Attempts per delivery (429, 5xx, timeouts and connection errors are retried) before it is dead.
     max_attempts: int = 15
     # Wait before the second attempt; each further wait doubles up to backoff_max, jittered to 50-100 %.

@@ -62,16 +62,14 @@ def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def config(config: Config, ca_file: str, request: pytest.FixtureRequest) -> Config:
-    """The gateway trusts the test CA and may reach the service on loopback; short backoff. A test
-    parametrized indirectly on ``config`` gives ``[webpush] encrypt_processes``."""
+def config(config: Config, ca_file: str) -> Config:
+    """The gateway trusts the test CA and may reach the service on loopback; short backoff."""
     webpush = WebPushConfig(
         subject="mailto:ops@example.org",
         allowed_hosts=("127.0.0.1",),
         ca_file=ca_file,
         backoff_base=0.05,
         backoff_max=5.0,
-        encrypt_processes=getattr(request, "param", 0),
     )
     return dataclasses.replace(config, webpush=webpush)
 
@@ -124,7 +122,6 @@ async def _deliveries(config: Config, message_id: str) -> dict[str, Delivery]:
         await engine.dispose()
 
 
-@pytest.mark.parametrize("config", [0, 1], ids=["in-process", "encryption-worker"], indirect=True)
 async def test_the_service_verifies_vapid_and_decrypts_what_was_sent(
     server: Server, admin: Admin, http: httpx.AsyncClient, service: PushService
 ) -> None:

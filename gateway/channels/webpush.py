@@ -90,7 +90,6 @@ _RETRIED = frozenset({408, 429})
 _GONE = frozenset({404, 410})
 _MESSAGE_CACHE = 1024  # messages' ttl and payload kept in memory: a fan-out reads its message once
 _TARGETS = 1024  # endpoints' origins kept, by endpoint host: push services are a handful of hosts
-_AHEAD = 4  # outbox workers per request in flight when encrypting in worker processes
 _ERROR_CHARS = 300  # of a push service's answer kept in last_error
 
 
@@ -214,17 +213,12 @@ class WebPushChannel:
         self._messages: OrderedDict[str, asyncio.Future[_MessageInfo | None]] = OrderedDict()
         self._literal_checked: dict[str, UrlRefused | None] = {}  # IP-literal hosts: the answer never changes
         self._targets: OrderedDict[str, _Target] = OrderedDict()  # by scheme://netloc
-        self._encryptor = Encryptor(config.encrypt_processes)
-        self._requests = asyncio.Semaphore(max(1, config.concurrency))
+        self._encryptor = Encryptor()
         self._key: VapidKey | None = None
         self._tokens: VapidTokens | None = None
         self._client: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         self.retry = RetryPolicy(config.backoff_base, config.backoff_max, config.max_attempts)
-        # Outbox workers for this lane: ``concurrency`` requests in flight; with encryption workers, as many
-        # again times ``_AHEAD`` wait for their bodies (batched per round trip) so a request leaves as soon
-        # as one returns.
-        self.workers = max(1, config.concurrency) * (_AHEAD if config.encrypt_processes else 1)
 
     @property
     def public_key(self) -> str:
@@ -250,7 +244,6 @@ class WebPushChannel:
         self._client = aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=False)
 
     async def close(self) -> None:
-        await self._encryptor.close()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -281,8 +274,8 @@ class WebPushChannel:
         error, retry_after = "", None
         try:
             target = self._target(endpoint)
-            body = await self._encryptor.encrypt(p256dh, auth, info.data or b"")
-            async with self._requests, asyncio.timeout(self._config.timeout):
+            body = self._encryptor.encrypt(p256dh, auth, info.data or b"")
+            async with asyncio.timeout(self._config.timeout):
                 if target.literal_host is not None:
                     await self._check_literal(target.literal_host, endpoint)
                 headers = {
