@@ -274,23 +274,24 @@ class WebPushChannel:
         error, retry_after = "", None
         try:
             target = self._target(endpoint)
+            if target.literal_host is not None:
+                await self._check_literal(target.literal_host, endpoint)
             body = self._encryptor.encrypt(p256dh, auth, info.data or b"")
-            async with asyncio.timeout(self._config.timeout):
-                if target.literal_host is not None:
-                    await self._check_literal(target.literal_host, endpoint)
-                headers = {
-                    "TTL": str(ttl),
-                    "Content-Encoding": "aes128gcm",
-                    "Urgency": info.urgency,
-                    "Authorization": tokens.header(target.origin, time.time()),
-                }
-                async with client.post(endpoint, data=body, headers=headers) as response:
-                    answer = await response.read()  # to the end, so the connection is kept alive
-                    status = response.status
-                    if not 200 <= status < 300:
-                        text = answer.decode(errors="replace")
-                        error = f"Push failed: {status} {response.reason}\nResponse body:{text}"
-                        retry_after = response.headers.get("Retry-After")
+            headers = {
+                "TTL": str(ttl),
+                "Content-Encoding": "aes128gcm",
+                "Urgency": info.urgency,
+                "Authorization": tokens.header(target.origin, time.time()),
+            }
+            # The session's timeout (``[webpush] timeout``) bounds the whole request: connecting (and the
+            # guard's check of the resolved address), sending and reading the answer.
+            async with client.post(endpoint, data=body, headers=headers) as response:
+                answer = await response.read()  # to the end, so the connection is kept alive
+                status = response.status
+                if not 200 <= status < 300:
+                    text = answer.decode(errors="replace")
+                    error = f"Push failed: {status} {response.reason}\nResponse body:{text}"
+                    retry_after = response.headers.get("Retry-After")
         except UrlRefused as exc:
             error = exc.message.replace("webhooks may not call", "Web Push may not use").replace(
                 "[webhooks]", "[webpush]"
@@ -361,6 +362,8 @@ class WebPushChannel:
         cached = self._messages.get(message_id)
         if cached is not None:
             self._messages.move_to_end(message_id)
+            if cached.done():  # the rest of a fan-out: no need to wait
+                return cached.result()
             return await asyncio.shield(cached)
         future: asyncio.Future[_MessageInfo | None] = asyncio.get_running_loop().create_future()
         self._messages[message_id] = future
