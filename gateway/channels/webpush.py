@@ -39,9 +39,9 @@ new connection (the resolver of the HTTP client asks the guard, so what is check
 to). Connections are kept alive per host name: a push service is a few hosts serving many subscriptions.
 Nothing logged or stored carries an endpoint's path or a subscription key: each is a capability.
 
-Per request the work is the encryption, the request and little else: a subscription's keys are decoded
-once and kept (``_TARGETS`` of them, keyed by endpoint and keys, so a device registered again with new
-keys is never encrypted to with its old ones); a message's payload is built once for its whole fan-out.
+Per request the work is the encryption (``gateway.channels.webpush_encrypt``: a subscription's keys are
+decoded once), the request and little else: the subscription is read from memory, the VAPID header is
+reused, and a message's ttl and payload are read and built once for its whole fan-out.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ _PAYLOAD_KEYS = ("id", "receipt_id", "topic", "title", "message", "priority", "t
 _RETRIED = frozenset({408, 429})
 _GONE = frozenset({404, 410})
 _MESSAGE_CACHE = 1024  # messages' ttl and payload kept in memory: a fan-out reads its message once
-_TARGETS = 1024  # endpoints' origins kept, by endpoint host: push services are a handful of hosts
+_TARGETS = 1024  # endpoint origins kept (``_Target``): push services are a handful of hosts
 _ERROR_CHARS = 300  # of a push service's answer kept in last_error
 
 
@@ -330,13 +330,13 @@ class WebPushChannel:
         target = self._targets.get(origin)
         if target is not None:
             return target
-        host = urlsplit(endpoint).hostname or ""
+        parts = urlsplit(endpoint)
+        host = parts.hostname or ""
         try:
             ipaddress.ip_address(host)
             literal: str | None = host
         except ValueError:
             literal = None  # a name: checked by the resolver when a connection is made
-        parts = urlsplit(endpoint)
         target = _Target(f"{parts.scheme}://{parts.netloc}", literal)
         if len(self._targets) >= _TARGETS:
             self._targets.popitem(last=False)
