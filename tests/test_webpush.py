@@ -26,7 +26,7 @@ from gateway.config import Config, StorageConfig, WebPushConfig
 from gateway.errors import ConfigError
 from gateway.storage import database
 from gateway.storage.models import Delivery
-from gateway.vapid import KEY_FILE, load_vapid_key
+from gateway.vapid import JWT_LIFETIME, KEY_FILE, RESIGN_BEFORE, VapidTokens, load_vapid_key
 from tests.conftest import TIMEOUT, Server, until, user
 from tests.process import gateway_env, pushgate, start_gateway
 from tests.webpush_service import PushService, unb64url
@@ -310,6 +310,32 @@ def test_the_vapid_key_is_generated_once_and_kept(tmp_path: Path) -> None:
     assert len(unb64url(given.public_key)) == 65
     with pytest.raises(ConfigError, match="32 bytes"):
         load_vapid_key(WebPushConfig(vapid_private_key="c2hvcnQ"), "/nonexistent")
+
+
+def _claims(header: str) -> dict[str, Any]:
+    """The claims of an ``Authorization: vapid t=<JWT>,k=<key>`` header's token."""
+    token = header.removeprefix("vapid t=").split(",")[0]
+    return json.loads(unb64url(token.split(".")[1]))  # type: ignore[no-any-return]
+
+
+def test_a_vapid_token_is_signed_once_per_origin_and_renewed_an_hour_before_it_expires(
+    tmp_path: Path,
+) -> None:
+    tokens = VapidTokens(load_vapid_key(WebPushConfig(), str(tmp_path)), "mailto:ops@example.org")
+    now = 1_800_000_000.0
+    first = tokens.header("https://push.example", now)
+    assert _claims(first) == {
+        "sub": "mailto:ops@example.org",
+        "aud": "https://push.example",
+        "exp": int(now) + JWT_LIFETIME,
+    }
+    last_use = now + JWT_LIFETIME - RESIGN_BEFORE
+    assert tokens.header("https://push.example", last_use) == first  # reused, not signed again
+    other = tokens.header("https://other.example:8443", now)
+    assert _claims(other)["aud"] == "https://other.example:8443"  # never another origin's token
+    renewed = tokens.header("https://push.example", last_use + 1)
+    assert renewed != first and _claims(renewed)["exp"] == int(last_use + 1) + JWT_LIFETIME
+    assert _claims(renewed)["aud"] == "https://push.example"
 
 
 def test_a_long_message_is_shortened_to_fit_and_marked() -> None:
