@@ -150,9 +150,8 @@ async def run(args: argparse.Namespace) -> int:
                 print(
                     f"Web Push fan-out to {args.count} subscriptions on a local push service ({origin}), TLS"
                 )
-                print(
-                    f"pushgate code: {code_version()}; {os.cpu_count()} CPUs; Python {sys.version.split()[0]}"
-                )
+                python = sys.version.split()[0]
+                print(f"pushgate code: {code_version(args.code)}; {os.cpu_count()} CPUs; Python {python}")
                 print(
                     f"in flight at once: {args.concurrency} (bare workers = pushgate [webpush] concurrency)"
                 )

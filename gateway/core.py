@@ -105,6 +105,7 @@ class Gateway:
             config.storage.data_dir,
             UrlGuard(push.allowed_hosts, listen),
             self.devices.expire,
+            self.targets.webpush_subscription,
         )
         self.outbox.add_channel(
             self.webpush, broadcast=False, retry=self.webpush.retry, concurrency=push.concurrency

@@ -16,7 +16,9 @@ Channels are attached with ``add_channel``:
   rows their owner adds for particular targets.
 - a channel with ``concurrency`` 0 is worked inline by the outbox loop, in order (MQTT subscribers see
   messages in the order they were accepted). A channel with ``concurrency`` N has its own lane of N
-  workers, so a slow HTTP target delays neither MQTT nor other targets.
+  workers, so a slow HTTP target delays neither MQTT nor other targets. A lane holds at most
+  ``_LANE_BACKLOG`` jobs; the rest of a large fan-out waits in the table and is read into the lane when
+  half of its backlog has gone out, so the lane never runs dry.
 - a failed attempt (``State.PENDING``) is tried again after the channel's ``RetryPolicy`` delay:
   exponential backoff with jitter, ``Retry-After`` honoured up to the ceiling; after ``max_attempts`` the
   row is ``dead``. ``attempts``, ``last_error`` and ``next_attempt_at`` are kept on the row, so a restart
@@ -158,6 +160,8 @@ class _Lane:
     retry: RetryPolicy
     concurrency: int
     queue: asyncio.Queue[Job] = field(default_factory=lambda: asyncio.Queue(maxsize=_LANE_BACKLOG))
+    held: int = 0  # jobs from entering ``queue`` until their outcome is recorded
+    spilled: bool = False  # rows wait in the table for room in ``queue``: read them when it half empties
 
 
 class Outbox:
@@ -177,6 +181,8 @@ class Outbox:
         self._finished: list[tuple[Job, Outcome]] = []
         self._to_record = asyncio.Event()
         self._workers: set[asyncio.Task[None]] = set()
+        # Jobs recorded while a scan ran: the scan may have read their rows as still pending.
+        self._recorded_in_scan: set[int] | None = None
         self._on_delivered: DeliveredHook | None = None
         self._rescan = True  # the first loop reads what a previous run left pending
         self._due_at = math.inf  # loop time when the next retry in the table falls due
@@ -282,6 +288,8 @@ class Outbox:
             self._last_housekeeping = loop.time()
             await self._expire_waiting()
         if self._queue.empty():
+            if self._rescan:  # asked for during this pass (a lane half emptied): scan without waiting
+                return
             self._wake.clear()
             timeout = min(self._config.poll_interval, max(0.0, self._due_at - loop.time()))
             try:
@@ -302,17 +310,20 @@ class Outbox:
                 continue
             try:
                 lane.queue.put_nowait(job)
+                lane.held += 1
             except asyncio.QueueFull:  # the lane is backed up: the row waits in the table meanwhile
                 self._queued.discard(job.delivery_id)
                 self.overflow += 1
-                self._due_at = min(
-                    self._due_at, asyncio.get_running_loop().time() + self._config.poll_interval
-                )
+                lane.spilled = True
         self._to_record.set()
 
     async def _lane_worker(self, lane: _Lane) -> None:
         while True:
             job = await lane.queue.get()
+            if lane.spilled and lane.queue.qsize() <= lane.queue.maxsize // 2:
+                lane.spilled = False  # read the rows waiting in the table before the lane runs dry
+                self._rescan = True
+                self._wake.set()
             outcome = await self._attempt(lane.channel, job)
             self._finished.append((job, outcome))
             self._to_record.set()
@@ -346,14 +357,23 @@ class Outbox:
                 else:
                     self.sent += sum(1 for _, o in results if o.state is State.SENT)
                 finally:
-                    for job, _ in results:
-                        self._queued.discard(job.delivery_id)
+                    self._forget(results)
                 if makers:
                     self.submit([make() for make in makers])
             if self._finished:
                 self._to_record.set()
             elif self._stopping:
                 return
+
+    def _forget(self, results: list[tuple[Job, Outcome]]) -> None:
+        """The jobs' outcomes are written (or given up on): they leave memory, and their lanes' count."""
+        for job, _ in results:
+            self._queued.discard(job.delivery_id)
+            lane = self._lanes[job.channel]
+            if lane.concurrency:
+                lane.held -= 1
+        if self._recorded_in_scan is not None:
+            self._recorded_in_scan.update(job.delivery_id for job, _ in results)
 
     async def confirm(self, results: list[tuple[Job, Outcome]]) -> None:
         """Record what a target confirmed after its send was recorded as ``sent`` (an Expo push receipt):
@@ -495,45 +515,107 @@ class Outbox:
         )
 
     async def _scan(self) -> None:
-        """Queue due pending deliveries from the table, oldest first, as far as memory allows; remember
-        when the next one that is not due yet falls due."""
-        room = _QUEUE_SIZE - len(self._queued)
-        if room <= 0:
-            self._rescan = True
-            return
+        """Queue due pending deliveries from the table, oldest first: for each lane as many as its backlog
+        has room for, for the inline channels as many as memory allows; remember when the next one that is
+        not due yet falls due."""
         now = utcnow()
-        pending = (Delivery.state == State.PENDING.value, Delivery.channel.in_(list(self._lanes)))
+        inline = [name for name, lane in self._lanes.items() if not lane.concurrency]
+        self._recorded_in_scan = set()
+        try:
+            await self._scan_lanes(now, inline)
+        finally:
+            self._recorded_in_scan = None
+
+    async def _scan_lanes(self, now: datetime, inline: list[str]) -> None:
+        """``_scan`` itself; what the recorder writes meanwhile is kept from being queued again."""
         async with self._sessions() as session:
-            rows = await session.execute(
-                select(Delivery, Message, Receipt.id, Topic.name)
-                .join(Message, Delivery.message_id == Message.id)
-                .join(Receipt, Receipt.message_id == Message.id)
-                .join(Topic, Message.topic_id == Topic.id)
-                # rows of a channel switched off stay pending until it is on again
-                .where(*pending, Delivery.next_attempt_at <= now)
-                .order_by(Delivery.id)
-                .limit(room)
-            )
-            jobs = [
-                event_job(d, topic)
-                if d.event
-                else Job(
-                    d.id, d.channel, m.id, topic, envelope(m, receipt_id, topic), "", d.target, d.attempts
-                )
-                for d, m, receipt_id, topic in rows.all()
-                if d.id not in self._queued
-            ]
+            for name, lane in self._lanes.items():
+                if not lane.concurrency:
+                    continue
+                room = min(lane.queue.maxsize - lane.queue.qsize(), _QUEUE_SIZE - len(self._queued))
+                if room <= 0:
+                    self._rescan = True
+                    continue
+                # What the table still shows pending of this lane's jobs in memory comes first by id.
+                jobs, more = await self._pending(session, [name], room, lane.held + self._queue.qsize(), now)
+                lane.spilled = more  # read the rest when the lane half empties
+                for job in jobs:
+                    lane.queue.put_nowait(job)  # never full: ``room`` was free
+                    self._queued.add(job.delivery_id)
+                lane.held += len(jobs)
+                if jobs:
+                    log.info("outbox: %d pending %s deliveries queued from the table", len(jobs), name)
+            room = _QUEUE_SIZE - len(self._queued)
+            if inline and room <= 0:
+                self._rescan = True
+            elif inline:
+                held = len(self._queued) - sum(lane.held for lane in self._lanes.values())
+                jobs, more = await self._pending(session, inline, room, held, now)
+                if more:
+                    self._rescan = True
+                if jobs:
+                    log.info("outbox: %d pending deliveries queued from the table", len(jobs))
+                    self.submit(jobs)
+            pending = (Delivery.state == State.PENDING.value, Delivery.channel.in_(list(self._lanes)))
             later = await session.scalar(
                 select(func.min(Delivery.next_attempt_at)).where(*pending, Delivery.next_attempt_at > now)
             )
-        if len(jobs) == room:
-            self._rescan = True
         if later is not None:
             wait = (as_utc(later) - now).total_seconds()
             self._due_at = min(self._due_at, asyncio.get_running_loop().time() + max(0.0, wait))
-        if jobs:
-            log.info("outbox: %d pending deliveries queued from the table", len(jobs))
-            self.submit(jobs)
+
+    async def _pending(
+        self, session: Any, channels: list[str], room: int, held: int, now: datetime
+    ) -> tuple[list[Job], bool]:
+        """Up to ``room`` due pending deliveries of ``channels`` that are not in memory yet, oldest first,
+        and whether the table may hold more.
+
+        Rows are read as plain columns, ``room + held`` of them at most, where ``held`` bounds how many of
+        those in memory the table can still show pending; each message's envelope is built once."""
+        # rows of a channel switched off stay pending until it is on again
+        rows = await session.execute(
+            select(
+                Delivery.id,
+                Delivery.channel,
+                Delivery.message_id,
+                Delivery.target,
+                Delivery.event,
+                Delivery.payload,
+                Delivery.attempts,
+            )
+            .where(
+                Delivery.state == State.PENDING.value,
+                Delivery.channel.in_(channels),
+                Delivery.next_attempt_at <= now,
+            )
+            .order_by(Delivery.id)
+            .limit(room + held)
+        )
+        recorded = self._recorded_in_scan or set()
+        fetched = rows.all()
+        picked = [row for row in fetched if row[0] not in self._queued and row[0] not in recorded][:room]
+        message_ids = list({row[2] for row in picked})
+        messages: dict[str, tuple[str, bytes | None]] = {}  # id -> topic, envelope
+        wanted = {row[2] for row in picked if not row[4]}  # messages whose own envelope is sent
+        for i in range(0, len(message_ids), _IN_CHUNK):
+            found = await session.execute(
+                select(Message, Receipt.id, Topic.name)
+                .join(Receipt, Receipt.message_id == Message.id)
+                .join(Topic, Message.topic_id == Topic.id)
+                .where(Message.id.in_(message_ids[i : i + _IN_CHUNK]))
+            )
+            for message, receipt_id, topic in found:
+                body = envelope(message, receipt_id, topic) if message.id in wanted else None
+                messages[message.id] = (topic, body)
+        jobs: list[Job] = []
+        for delivery_id, channel, message_id, target, event, payload, attempts in picked:
+            known = messages.get(message_id)
+            if known is None:
+                continue  # the message is being deleted, and its deliveries with it
+            topic, body = known
+            data = (payload or "").encode() if event else body or b""
+            jobs.append(Job(delivery_id, channel, message_id, topic, data, event, target, attempts))
+        return jobs, len(picked) == room or len(fetched) == room + held
 
     async def _requeue_waiting(self) -> None:
         async with self._sessions() as session:

@@ -7,7 +7,8 @@ turned private since reaches only its owner's devices.
 The index lives in memory so a publish does not query the devices table: it is loaded at start and kept
 current by ``gateway.devices`` (register, delete) and by the channels (a device the push service no longer
 knows is marked expired). Devices change only through this process's API, so nothing else can make it
-stale.
+stale. It also holds each browser's Web Push subscription, which the Web Push channel reads for every
+attempt (``webpush_subscription``): the subscription as registered now, without a query per attempt.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from gateway.access import TopicInfo
 from gateway.storage.models import Device
 
-__all__ = ["CHANNEL_OF_PLATFORM", "DeviceTargets", "Target"]
+__all__ = ["CHANNEL_OF_PLATFORM", "DeviceTargets", "Target", "WebPushKeys"]
 
 # The delivery channel (outbox lane name) that serves each device platform.
 CHANNEL_OF_PLATFORM = {"web": "webpush", "ios": "expo", "android": "expo"}
@@ -36,10 +37,20 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class WebPushKeys:
+    """A browser's subscription: where to POST, and the keys to encrypt to (base64url, as registered)."""
+
+    endpoint: str
+    p256dh: str
+    auth: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Entry:
     user_id: str
     channel: str
     topics: tuple[str, ...]
+    webpush: WebPushKeys | None
 
 
 class DeviceTargets:
@@ -61,7 +72,11 @@ class DeviceTargets:
         self.remove(device.id)
         if device.status != "active":
             return
-        entry = _Entry(device.user_id, CHANNEL_OF_PLATFORM[device.platform], tuple(device.topics or ()))
+        keys = None
+        if device.webpush_endpoint and device.webpush_p256dh and device.webpush_auth:
+            keys = WebPushKeys(device.webpush_endpoint, device.webpush_p256dh, device.webpush_auth)
+        channel = CHANNEL_OF_PLATFORM[device.platform]
+        entry = _Entry(device.user_id, channel, tuple(device.topics or ()), keys)
         self._devices[device.id] = entry
         if entry.topics:
             for name in entry.topics:
@@ -78,6 +93,12 @@ class DeviceTargets:
         )
         for bucket in buckets:
             bucket.discard(device_id)
+
+    def webpush_subscription(self, device_id: str) -> WebPushKeys | None:
+        """The browser's subscription as registered now; ``None`` once the device is deleted or no longer
+        active (expired), or when it has no subscription."""
+        entry = self._devices.get(device_id)
+        return entry.webpush if entry is not None else None
 
     def for_topic(self, topic: TopicInfo, channels: Iterable[str]) -> list[Target]:
         """The devices a message on ``topic`` goes to, limited to the delivery channels attached."""

@@ -11,6 +11,13 @@ The public key is published (``GET /api/webpush/vapid-public-key``) as base64url
 uncompressed P-256 point (65 bytes, ``0x04 || x || y``): the form ``pushManager.subscribe({
 applicationServerKey})`` takes after a base64url-to-bytes conversion, and the ``k=`` of the
 ``Authorization: vapid t=…, k=…`` header push services compare it with.
+
+Signing (``VapidTokens``): one JWT per push service origin (its ``aud``), valid 12 hours (``exp``) and
+reused for every request to that origin until less than an hour of it is left, then signed anew, as
+high-volume senders do: an ES256 signature per request would cost more than the request's encryption.
+Each signature gets a claims dict of its own (``sub``, ``aud``, ``exp``), built afresh: no claims dict is
+shared or mutated between signatures, so one origin's ``aud`` or an old ``exp`` can never leak into
+another token. A token is a bearer credential for its origin only (RFC 8292 binds it to ``aud``).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +36,12 @@ from py_vapid import Vapid
 from gateway.config import WebPushConfig
 from gateway.errors import ConfigError
 
-__all__ = ["KEY_FILE", "VapidKey", "b64url", "load_vapid_key"]
+__all__ = ["JWT_LIFETIME", "KEY_FILE", "RESIGN_BEFORE", "VapidKey", "VapidTokens", "b64url", "load_vapid_key"]
 
 KEY_FILE = "vapid_private_key.pem"
+JWT_LIFETIME = 12 * 3600  # seconds a signed token is valid: RFC 8292 allows at most 24 hours
+RESIGN_BEFORE = 3600  # seconds of validity left below which a token is signed anew (clock skew, slow sends)
+_ORIGINS = 256  # origins whose token is kept: push services are a handful of hosts
 
 
 def b64url(raw: bytes) -> str:
@@ -109,3 +120,29 @@ def load_vapid_key(config: WebPushConfig, data_dir: str) -> VapidKey:
             raise ConfigError(f"{where}: cannot be read ({exc.strerror})") from exc
         return _parse(text, where)
     return _generated(Path(data_dir) / KEY_FILE)
+
+
+class VapidTokens:
+    """The ``Authorization: vapid t=<JWT>, k=<key>`` header per push service origin, signed once and reused
+    until less than ``RESIGN_BEFORE`` seconds of its ``JWT_LIFETIME`` are left (the module says why)."""
+
+    __slots__ = ("_key", "_subject", "_tokens")
+
+    def __init__(self, key: VapidKey, subject: str) -> None:
+        self._key = key
+        self._subject = subject
+        self._tokens: OrderedDict[str, tuple[str, int]] = OrderedDict()  # origin -> (header, exp)
+
+    def header(self, origin: str, now: float) -> str:
+        """The header for requests to ``origin`` (``https://host[:port]``) at ``now`` (Unix seconds)."""
+        token = self._tokens.get(origin)
+        if token is not None and token[1] - now >= RESIGN_BEFORE:
+            return token[0]
+        exp = int(now) + JWT_LIFETIME
+        claims = {"sub": self._subject, "aud": origin, "exp": exp}  # a fresh dict for each signature
+        header: str = self._key.signer.sign(claims)["Authorization"]
+        self._tokens[origin] = (header, exp)
+        self._tokens.move_to_end(origin)
+        if len(self._tokens) > _ORIGINS:
+            self._tokens.popitem(last=False)
+        return header

@@ -98,8 +98,10 @@ class PushService:
     received: list[Received] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     on_request: Callable[[Received], None] | None = None  # called before the answer goes out
+    hold_after: int | None = None  # requests after this many are recorded but not answered until release()
     _answers: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
     _runner: web.AppRunner | None = None
     origin: str = ""
 
@@ -131,6 +133,11 @@ class PushService:
     def answer(self, id: str, *answers: tuple[int, dict[str, str]]) -> None:
         """Answer the next requests for ``id`` with these statuses and headers, then 201."""
         self._answers.setdefault(id, []).extend(answers)
+
+    def release(self) -> None:
+        """Answer the requests held by ``hold_after``, and every later one at once."""
+        self.hold_after = None
+        self._released.set()
 
     def requests_for(self, id: str) -> list[Received]:
         return [r for r in self.received if r.subscriber == id]
@@ -176,6 +183,8 @@ class PushService:
             self.on_request(received)
         async with self._changed:
             self._changed.notify_all()
+        if self.hold_after is not None and len(self.received) > self.hold_after:
+            await self._released.wait()
         return web.Response(status=status, headers=extra, text="" if status < 300 else f"status {status}")
 
     def _check_vapid(self, authorization: str) -> dict[str, Any]:

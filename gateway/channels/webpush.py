@@ -1,13 +1,17 @@
 """The Web Push channel: each message to each registered browser, encrypted and VAPID-signed (pywebpush).
 
 A browser device (``platform: web``, ``gateway.devices``) gets one outbox row per message, on the
-``webpush`` lane (``gateway.targets``). An attempt reads the device's subscription as it is now (so a
-device deleted, expired or registered again meanwhile is honoured) and POSTs to its endpoint:
+``webpush`` lane (``gateway.targets``). An attempt reads the device's subscription as it is now, from the
+in-memory device index that registration, deletion and expiry update as they commit (so a device deleted,
+expired or registered again meanwhile is honoured, without a query per attempt), and POSTs to its
+endpoint:
 
 - the body is the JSON below, encrypted ``aes128gcm`` (RFC 8291) to the browser's ``p256dh`` and
-  ``auth``; ``Authorization: vapid t=<JWT>, k=<public key>`` (RFC 8292) is signed with the gateway's VAPID
-  key (``gateway.vapid``), with a fresh claims dict per request (``sub`` from ``[webpush] subject``,
-  ``aud`` the endpoint's origin, ``exp`` 12 hours on);
+  ``auth`` (pywebpush's ``WebPusher.encode``: a fresh ECDH key and salt per request);
+  ``Authorization: vapid t=<JWT>, k=<public key>`` (RFC 8292) is signed with the gateway's VAPID key
+  (``gateway.vapid.VapidTokens``): one JWT per push service origin (``sub`` from ``[webpush] subject``,
+  ``aud`` the endpoint's origin, ``exp`` 12 hours on), reused until less than an hour of it is left and
+  then signed anew with a claims dict built afresh;
 - ``TTL``: what is left of the message's ttl, or ``[webpush] default_ttl`` for a message without one; a
   message whose ttl ran out before an attempt is not sent (the row becomes ``expired``);
 - ``Urgency``: ``very-low`` for priority lowest, ``low`` for low, ``normal``, ``high`` for high and urgent.
@@ -34,6 +38,10 @@ with an address for a host is checked before the request, a host name at the mom
 new connection (the resolver of the HTTP client asks the guard, so what is checked is what is connected
 to). Connections are kept alive per host name: a push service is a few hosts serving many subscriptions.
 Nothing logged or stored carries an endpoint's path or a subscription key: each is a capability.
+
+Per request the work is the encryption (``gateway.channels.webpush_encrypt``: a subscription's keys are
+decoded once), the request and little else: the subscription is read from memory, the VAPID header is
+reused, and a message's ttl and payload are read and built once for its whole fan-out.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ import json
 import logging
 import socket
 import ssl
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -54,19 +63,20 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from pywebpush import WebPushException, webpush_async
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.channels import Job, Outcome, State
 from gateway.channels.webhook import UrlGuard, UrlRefused
+from gateway.channels.webpush_encrypt import Encryptor
 from gateway.config import WebPushConfig
 from gateway.envelope import as_utc
 from gateway.errors import ConfigError
 from gateway.json_output import compact_json
 from gateway.outbox import RetryPolicy
-from gateway.storage.models import Device, Message, utcnow
-from gateway.vapid import VapidKey, load_vapid_key
+from gateway.storage.models import Message, utcnow
+from gateway.targets import WebPushKeys
+from gateway.vapid import VapidKey, VapidTokens, load_vapid_key
 
 __all__ = ["MAX_PLAINTEXT", "URGENCY", "WebPushChannel", "build_payload", "retry_after_seconds"]
 
@@ -79,9 +89,8 @@ URGENCY = {"lowest": "very-low", "low": "low", "normal": "normal", "high": "high
 _PAYLOAD_KEYS = ("id", "receipt_id", "topic", "title", "message", "priority", "tags", "click_url")
 _RETRIED = frozenset({408, 429})
 _GONE = frozenset({404, 410})
-_MESSAGE_CACHE = 1024  # messages' ttl and icon kept in memory: a fan-out reads its message once
-_IN_CHUNK = 500  # device ids per query
-_BATCH_WINDOW = 0.002  # seconds a device lookup waits for others to share its query
+_MESSAGE_CACHE = 1024  # messages' ttl and payload kept in memory: a fan-out reads its message once
+_TARGETS = 1024  # endpoint origins kept (``_Target``): push services are a handful of hosts
 _ERROR_CHARS = 300  # of a push service's answer kept in last_error
 
 
@@ -132,18 +141,22 @@ def build_payload(source: dict[str, Any], icon: str | None, limit: int = MAX_PLA
 
 
 @dataclass(frozen=True, slots=True)
-class _Subscription:
-    status: str
-    endpoint: str | None
-    p256dh: str | None
-    auth: str | None
+class _MessageInfo:
+    """What every device's request for a message shares: built once per message, not per device."""
+
+    ttl: int | None
+    created_at: datetime
+    data: bytes | None  # the payload (``build_payload``); None when it cannot fit
+    urgency: str
 
 
 @dataclass(frozen=True, slots=True)
-class _MessageInfo:
-    ttl: int | None
-    icon_url: str | None
-    created_at: datetime
+class _Target:
+    """An endpoint's origin (the JWT's ``aud``) and its host when that is an IP address (checked by the
+    guard before each request)."""
+
+    origin: str
+    literal_host: str | None
 
 
 def _hint(endpoint: str) -> str:
@@ -178,78 +191,6 @@ class _GuardedResolver(AbstractResolver):
         return None
 
 
-class _DeviceLoader:
-    """Reads the subscriptions of the devices asked for within ``_BATCH_WINDOW`` in one query: a fan-out's
-    concurrent attempts share a database round trip (a thread hand-off with aiosqlite) instead of making
-    one each. The window is small against a push service's answer time."""
-
-    def __init__(self, sessions: async_sessionmaker[Any]) -> None:
-        self._sessions = sessions
-        self._waiting: dict[str, list[asyncio.Future[_Subscription | None]]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def get(self, device_id: str) -> _Subscription | None:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[_Subscription | None] = loop.create_future()
-        self._waiting.setdefault(device_id, []).append(future)
-        if len(self._waiting) >= _IN_CHUNK:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(_BATCH_WINDOW, self._flush)
-        return await future
-
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch, self._waiting = self._waiting, {}
-        task = asyncio.create_task(self._load(batch), name="webpush-device-loader")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _load(self, batch: dict[str, list[asyncio.Future[_Subscription | None]]]) -> None:
-        found: dict[str, _Subscription] = {}
-        try:
-            ids = list(batch)
-            async with self._sessions() as session:
-                for i in range(0, len(ids), _IN_CHUNK):
-                    rows = await session.execute(
-                        select(
-                            Device.id,
-                            Device.status,
-                            Device.webpush_endpoint,
-                            Device.webpush_p256dh,
-                            Device.webpush_auth,
-                        ).where(Device.id.in_(ids[i : i + _IN_CHUNK]))
-                    )
-                    for row in rows:
-                        found[row[0]] = _Subscription(row[1], row[2], row[3], row[4])
-        except asyncio.CancelledError:
-            for futures in batch.values():
-                for future in futures:
-                    future.cancel()
-            raise
-        except Exception as exc:  # the database is briefly unavailable: each attempt is retried later
-            for futures in batch.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(exc)
-            return
-        for device_id, futures in batch.items():
-            for future in futures:
-                if not future.done():
-                    future.set_result(found.get(device_id))
-
-    async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
 class WebPushChannel:
     """The ``webpush`` outbox lane; ``start`` loads the VAPID key and opens the HTTP client."""
 
@@ -262,16 +203,20 @@ class WebPushChannel:
         data_dir: str,
         guard: UrlGuard,
         expire: Callable[[str, str], Awaitable[None]],
+        subscription: Callable[[str], WebPushKeys | None],
     ) -> None:
         self._sessions = sessions
         self._config = config
         self._data_dir = data_dir
         self._guard = guard
         self._expire = expire
-        self._devices = _DeviceLoader(sessions)
+        self._subscription = subscription
         self._messages: OrderedDict[str, asyncio.Future[_MessageInfo | None]] = OrderedDict()
         self._literal_checked: dict[str, UrlRefused | None] = {}  # IP-literal hosts: the answer never changes
+        self._targets: OrderedDict[str, _Target] = OrderedDict()  # by scheme://netloc
+        self._encryptor = Encryptor()
         self._key: VapidKey | None = None
+        self._tokens: VapidTokens | None = None
         self._client: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         self.retry = RetryPolicy(config.backoff_base, config.backoff_max, config.max_attempts)
@@ -292,6 +237,7 @@ class WebPushChannel:
             self._key.signer.sign({"sub": subject, "aud": "https://push.example"})
         except Exception as exc:
             raise ConfigError(f"[webpush] subject {subject!r} is refused: {exc}") from exc
+        self._tokens = VapidTokens(self._key, subject)
         tls = await asyncio.to_thread(_tls_context, self._config.ca_file)
         connector = aiohttp.TCPConnector(
             resolver=_GuardedResolver(self._guard), ssl=tls, limit=max(1, self._config.concurrency)
@@ -299,7 +245,6 @@ class WebPushChannel:
         self._client = aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=False)
 
     async def close(self) -> None:
-        await self._devices.close()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -308,14 +253,10 @@ class WebPushChannel:
         return 0  # a targeted lane: the publish pipeline counts its devices
 
     async def deliver(self, job: Job) -> Outcome:
-        subscription = await self._devices.get(job.target)
+        subscription = self._subscription(job.target)
         if subscription is None:
-            return Outcome(State.FAILED, error="the device was deleted")
-        if subscription.status != "active":
-            return Outcome(State.FAILED, error=f"the device is {subscription.status}: not sent")
-        if not (subscription.endpoint and subscription.p256dh and subscription.auth):
-            return Outcome(State.FAILED, error="the device has no Web Push subscription")
-        info = await self._message(job.message_id)
+            return Outcome(State.FAILED, error="the device was deleted or is no longer active: not sent")
+        info = await self._message(job)
         if info is None:
             return Outcome(State.FAILED, error="the message was deleted")
         ttl = self._config.default_ttl
@@ -323,36 +264,35 @@ class WebPushChannel:
             ttl = info.ttl - int((utcnow() - as_utc(info.created_at)).total_seconds())
             if ttl <= 0:
                 return Outcome(State.EXPIRED, error="the message's ttl ran out before it could be sent")
-        envelope = json.loads(job.payload)
-        data = build_payload(envelope, info.icon_url)
-        if data is None:
+        if info.data is None:
             return Outcome(State.FAILED, error=f"the payload does not fit Web Push's {MAX_PLAINTEXT} bytes")
-        urgency = URGENCY.get(envelope.get("priority"), "normal")
-        return await self._send(job, subscription, data, ttl, urgency)
+        return await self._send(job, subscription.endpoint, subscription.p256dh, subscription.auth, info, ttl)
 
     async def _send(
-        self, job: Job, subscription: _Subscription, data: bytes, ttl: int, urgency: str
+        self, job: Job, endpoint: str, p256dh: str, auth: str, info: _MessageInfo, ttl: int
     ) -> Outcome:
-        endpoint = subscription.endpoint or ""
+        tokens, client = self._started()
+        error, retry_after = "", None
         try:
-            async with asyncio.timeout(self._config.timeout):
-                await self._check_literal(endpoint)
-                await webpush_async(
-                    {
-                        "endpoint": endpoint,
-                        "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth},
-                    },
-                    data=data.decode(),
-                    vapid_private_key=self._signer(),
-                    vapid_claims={"sub": self._config.subject},  # pywebpush adds aud and exp to it
-                    content_encoding="aes128gcm",
-                    timeout=self._timeout,  # type: ignore[arg-type]  # aiohttp takes a ClientTimeout
-                    ttl=ttl,
-                    headers={"Urgency": urgency},
-                    aiohttp_session=self._client,
-                )
-        except WebPushException as exc:
-            return await self._answered(job, endpoint, exc)
+            target = self._target(endpoint)
+            if target.literal_host is not None:
+                await self._check_literal(target.literal_host, endpoint)
+            body = self._encryptor.encrypt(p256dh, auth, info.data or b"")
+            headers = {
+                "TTL": str(ttl),
+                "Content-Encoding": "aes128gcm",
+                "Urgency": info.urgency,
+                "Authorization": tokens.header(target.origin, time.time()),
+            }
+            # The session's timeout (``[webpush] timeout``) bounds the whole request: connecting (and the
+            # guard's check of the resolved address), sending and reading the answer.
+            async with client.post(endpoint, data=body, headers=headers) as response:
+                answer = await response.read()  # to the end, so the connection is kept alive
+                status = response.status
+                if not 200 <= status < 300:
+                    text = answer.decode(errors="replace")
+                    error = f"Push failed: {status} {response.reason}\nResponse body:{text}"
+                    retry_after = response.headers.get("Retry-After")
         except UrlRefused as exc:
             error = exc.message.replace("webhooks may not call", "Web Push may not use").replace(
                 "[webhooks]", "[webpush]"
@@ -363,35 +303,49 @@ class WebPushChannel:
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}".replace(endpoint, _hint(endpoint))
             return Outcome(State.PENDING, error=error[:_ERROR_CHARS])
-        return Outcome(State.SENT, delivered=1)
-
-    async def _answered(self, job: Job, endpoint: str, exc: WebPushException) -> Outcome:
-        status = exc.status_code
-        text = str(exc.message).replace(endpoint, _hint(endpoint))[:_ERROR_CHARS]
-        if status is None:
-            return Outcome(State.FAILED, error=text)
         if 200 <= status < 300:
             return Outcome(State.SENT, delivered=1)
+        return await self._refused(job, status, error.replace(endpoint, _hint(endpoint)), retry_after)
+
+    async def _refused(self, job: Job, status: int, text: str, retry_after: str | None) -> Outcome:
+        """What a push service's answer other than 2xx means for the delivery and the device."""
+        text = text[:_ERROR_CHARS]
         if status in _GONE:
             await self._expire(job.target, f"its push service answered {status}")
             return Outcome(State.FAILED, error=f"HTTP {status}: the subscription is gone; device expired")
         if status in _RETRIED or status >= 500:
-            return Outcome(State.PENDING, error=text, retry_after=retry_after_seconds(exc.retry_after))
+            return Outcome(State.PENDING, error=text, retry_after=retry_after_seconds(retry_after))
         log.warning("web push to device %s refused with HTTP %d; not retried", job.target, status)
         return Outcome(State.FAILED, error=text)
 
-    def _signer(self) -> Any:
-        if self._key is None or self._client is None:
+    def _started(self) -> tuple[VapidTokens, aiohttp.ClientSession]:
+        if self._tokens is None or self._client is None:
             raise RuntimeError("WebPushChannel.start() was not called")
-        return self._key.signer
+        return self._tokens, self._client
 
-    async def _check_literal(self, endpoint: str) -> None:
-        """An endpoint whose host is an address is not resolved, so the guard sees it here."""
-        host = urlsplit(endpoint).hostname or ""
+    def _target(self, endpoint: str) -> _Target:
+        """The endpoint's origin and address host, kept per origin (``_TARGETS`` of them)."""
+        # https://host[:port]/path: the origin is what precedes the path's first slash.
+        slash = endpoint.find("/", 8)
+        origin = endpoint if slash < 0 else endpoint[:slash]
+        target = self._targets.get(origin)
+        if target is not None:
+            return target
+        parts = urlsplit(endpoint)
+        host = parts.hostname or ""
         try:
             ipaddress.ip_address(host)
+            literal: str | None = host
         except ValueError:
-            return  # a name: checked by the resolver when a connection is made
+            literal = None  # a name: checked by the resolver when a connection is made
+        target = _Target(f"{parts.scheme}://{parts.netloc}", literal)
+        if len(self._targets) >= _TARGETS:
+            self._targets.popitem(last=False)
+        self._targets[origin] = target
+        return target
+
+    async def _check_literal(self, host: str, endpoint: str) -> None:
+        """An endpoint whose host is an address is not resolved, so the guard sees it here."""
         if host not in self._literal_checked:
             try:
                 await self._guard.check(endpoint)
@@ -402,11 +356,15 @@ class WebPushChannel:
         if refused is not None:
             raise refused
 
-    async def _message(self, message_id: str) -> _MessageInfo | None:
-        """The message's ttl, icon and creation time: read once per message (messages never change)."""
+    async def _message(self, job: Job) -> _MessageInfo | None:
+        """The message's ttl, creation time and payload: read and built once per message (messages never
+        change, and every device of a fan-out gets the same payload)."""
+        message_id = job.message_id
         cached = self._messages.get(message_id)
         if cached is not None:
             self._messages.move_to_end(message_id)
+            if cached.done():  # the rest of a fan-out: no need to wait
+                return cached.result()
             return await asyncio.shield(cached)
         future: asyncio.Future[_MessageInfo | None] = asyncio.get_running_loop().create_future()
         self._messages[message_id] = future
@@ -429,7 +387,11 @@ class WebPushChannel:
             else:
                 future.cancel()
             raise
-        info = _MessageInfo(row[0], row[1], row[2]) if row is not None else None
+        info = None
+        if row is not None:
+            envelope = json.loads(job.payload)
+            urgency = URGENCY.get(envelope.get("priority"), "normal")
+            info = _MessageInfo(row[0], row[2], build_payload(envelope, row[1]), urgency)
         future.set_result(info)
         return info
 
