@@ -346,20 +346,21 @@ class Outbox:
                 try:
                     makers = await self._write(results)
                 except Exception:
-                    # Unrecorded rows are still pending in the table: read it again once the database
-                    # answers; a delivery may so be sent twice, never lost.
+                    # Unrecorded rows are still pending in the table. They leave memory first, so the table
+                    # scan a poll interval from now (as after any failed pass) sends them again: a delivery
+                    # may so be sent twice, never lost. Recording pauses as long, not to hammer the database.
                     log.exception("outbox: outcomes could not be recorded; they will be sent again")
-                    makers = []
-                    self._rescan = True
-                    self._wake.set()
+                    self._forget(results)
+                    self._due_at = min(
+                        self._due_at, asyncio.get_running_loop().time() + self._config.poll_interval
+                    )
                     if not self._stopping:
                         await asyncio.sleep(self._config.poll_interval)
                 else:
-                    self.sent += sum(1 for _, o in results if o.state is State.SENT)
-                finally:
                     self._forget(results)
-                if makers:
-                    self.submit([make() for make in makers])
+                    self.sent += sum(1 for _, o in results if o.state is State.SENT)
+                    if makers:
+                        self.submit([make() for make in makers])
             if self._finished:
                 self._to_record.set()
             elif self._stopping:

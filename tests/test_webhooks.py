@@ -66,6 +66,7 @@ class Target:
         self.statuses = list(statuses or [])
         self.default = default
         self.requests: asyncio.Queue[Received] = asyncio.Queue()
+        self.hold: asyncio.Event | None = None  # when set: each answer waits for this event
         self._server: asyncio.Server | None = None
         self.port = 0
 
@@ -102,6 +103,8 @@ class Target:
             assert method == "POST", method
             status = self.statuses.pop(0) if self.statuses else self.default
             self.requests.put_nowait(Received(path, headers, body, asyncio.get_running_loop().time()))
+            if self.hold is not None:
+                await self.hold.wait()
             writer.write(
                 f"HTTP/1.1 {status} Scripted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
             )

@@ -1,0 +1,143 @@
+"""Nothing accepted is lost when the database refuses a write for a while (another process holds SQLite's
+write lock longer than ``[storage] sqlite_busy_timeout``):
+
+- a QoS 2 push that could not be stored is not completed, and is stored when the client sends its PUBREL
+  again: the held message is let go only once it is on disk;
+- a delivery whose outcome could not be recorded is sent again (at least once) and then recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import sqlite3
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.admin import Admin
+from gateway.config import Config
+from tests.brokers import RawClient, _packet, publish_packet
+from tests.conftest import MqttClient, Server, stored_messages, until, user
+from tests.test_webhooks import Target, create_webhook, deliveries, owned_topic, push
+
+PINGREQ = b"\xc0\x00"
+
+
+@pytest.fixture
+def config(config: Config) -> Config:
+    """The suite's configuration, with a short wait for another process's write lock, a fast outbox poll,
+    and webhooks allowed to reach a receiver on loopback."""
+    return dataclasses.replace(
+        config,
+        storage=dataclasses.replace(config.storage, sqlite_busy_timeout=0.2),
+        outbox=dataclasses.replace(config.outbox, poll_interval=0.2),
+        webhooks=dataclasses.replace(config.webhooks, allowed_hosts=("127.0.0.1",)),
+    )
+
+
+@contextlib.contextmanager
+def write_lock_held(config: Config) -> Iterator[None]:
+    """Another process's transaction holding the database's write lock (a backup, a sqlite3 shell)."""
+    holder = sqlite3.connect(Path(config.storage.data_dir) / "pushgate.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def pubrel(packet_id: int) -> bytes:
+    return _packet(0x62, struct.pack("!H", packet_id))
+
+
+async def test_a_qos2_push_that_failed_to_store_is_stored_on_the_pubrel_sent_again(
+    server: Server, admin: Admin, make_client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="gateway.writer")
+    await admin.create_topic("door")
+    key = (await admin.create_key("door", label="sensor")).secret
+    hub: MqttClient = await make_client()
+    assert await hub.subscribe("pushgate/door/message") == 1
+    device = await RawClient.open(server.mqtt_port)
+    try:
+        connack = await device.connect("door-sensor", username="door-sensor", password=key, clean=False)
+        assert connack.body[1] == 0
+
+        with write_lock_held(server.config):
+            await device.send(publish_packet("pushgate/door/push", b"Front door opened", qos=2, packet_id=7))
+            pubrec = await device.read_packet()
+            assert pubrec is not None and (pubrec.type, pubrec.body) == (5, b"\x00\x07")
+            await device.send(pubrel(7))
+
+            async def failed() -> bool:
+                return any(r.getMessage() == "write failed" for r in caplog.records)
+
+            await until(failed, "the store to fail on the held lock")
+            await device.send(PINGREQ)
+            answer = await device.read_packet()
+            assert answer is not None and answer.type == 13, "no PUBCOMP for a message that is not stored"
+
+        # The client sends its PUBREL again (MQTT 3.1.1 4.4, here on the same connection).
+        await device.send(pubrel(7))
+        pubcomp = await device.read_packet()
+        assert pubcomp is not None and (pubcomp.type, pubcomp.body) == (7, b"\x00\x07")
+        envelope = json.loads((await hub.receive()).payload)
+        assert envelope["message"] == "Front door opened"
+        assert [m.message for m in await stored_messages(server.config)] == ["Front door opened"]
+
+        await device.send(pubrel(7))  # once more: delivered already, answered without storing again
+        again = await device.read_packet()
+        assert again is not None and (again.type, again.body) == (7, b"\x00\x07")
+        assert len(await stored_messages(server.config)) == 1
+    finally:
+        device.close()
+
+
+async def test_a_delivery_whose_outcome_could_not_be_recorded_is_sent_again(
+    server: Server, admin: Admin, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="gateway.outbox")
+    auth = await user(admin, "alice")
+    await owned_topic(http, auth)
+    target = await Target().start()
+    answer = asyncio.Event()
+    target.hold = answer
+    try:
+        hook = await create_webhook(http, auth, url=target.url(), events=["action"])
+        pushed = await push(http, auth)
+        acted = await http.post(
+            "/api/action", json={"message_id": pushed["id"], "action_id": "approve"}, headers=auth
+        )
+        assert acted.status_code == 200, acted.text
+        first = await target.next()  # sent; its answer waits until the database is locked
+
+        with write_lock_held(server.config):
+            answer.set()
+
+            async def unrecorded() -> bool:
+                return any("could not be recorded" in r.getMessage() for r in caplog.records)
+
+            await until(unrecorded, "the outcome's write to fail on the held lock")
+
+        again = await target.next()
+        assert again.headers["x-pushgate-delivery"] == first.headers["x-pushgate-delivery"]
+        assert again.body == first.body and again.verifies(hook["secret"])
+
+        async def recorded() -> Any:
+            log = await deliveries(http, auth, hook["id"])
+            return log[0] if log and log[0]["state"] == "sent" else None
+
+        row = await until(recorded, "the second send recorded")
+        assert row["id"] == first.headers["x-pushgate-delivery"] and row["last_error"] is None
+        assert len(await deliveries(http, auth, hook["id"])) == 1
+    finally:
+        await target.close()
