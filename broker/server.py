@@ -610,11 +610,11 @@ class PushgateBroker(Broker):
                 settled.set_result(False)
                 return
             exc = done.exception()
-            if isinstance(exc, PushgateError):
-                self._refused(session, parsed.name, exc)
+            if _clients_fault(exc):
+                self._refused(session, parsed.name, exc)  # type: ignore[arg-type]
             elif exc is not None:
                 log.error("MQTT push on %s from %s failed", parsed.name, session.client_id, exc_info=exc)
-            settled.set_result(exc is None or isinstance(exc, PushgateError))
+            settled.set_result(exc is None or _clients_fault(exc))
 
         self._ingesting.add(settled)
         submitted.add_done_callback(_stored)
@@ -648,14 +648,20 @@ class PushgateBroker(Broker):
                 await self._gateway.publish(
                     push_request(parsed.name, payload, session.remote_address), principal
                 )
-        except PushgateError as exc:
+        except Exception as exc:
+            if not _clients_fault(exc):
+                log.exception("MQTT push on %s from %s failed", parsed.name, session.client_id)
+                return False
+            assert isinstance(exc, PushgateError)
             log.info("MQTT push on %s from %s refused: %s", parsed.name, session.client_id, exc.message)
             await self._route(f"{self._prefix}/{parsed.name}/error", error_payload(exc), 0)
-            return True
-        except Exception:
-            log.exception("MQTT push on %s from %s failed", parsed.name, session.client_id)
-            return False
         return True
+
+
+def _clients_fault(exc: BaseException | None) -> bool:
+    """A refusal the client caused (4xx: answered on ``…/error`` and acknowledged), not a failure of the
+    server (5xx, or any other exception: not acknowledged, so the device sends the message again)."""
+    return isinstance(exc, PushgateError) and exc.status < 500
 
 
 class _QueuedMessage:

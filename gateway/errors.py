@@ -9,11 +9,13 @@
     ├── NotFound               the topic, key or user does not exist (404)
     ├── Conflict               the name is taken (409)
     ├── RateLimited            a push exceeds its key's or its address's rate limit (429)
+    ├── Unavailable            the server cannot take the request now, e.g. the database refused a write (503)
     ├── SchemaError            the database schema is newer than this code knows
     └── ListenError            a listener cannot bind its address (in use, not permitted)
 
 The HTTP bridge turns ``status``, ``error`` and ``message`` into ``{"error", "message"}``; the MQTT edge
-publishes the same three on ``<prefix>/<topic>/error``.
+publishes the same three on ``<prefix>/<topic>/error`` for a client's fault (4xx) and acknowledges the
+publish, while a server's (5xx) is not acknowledged, so the device sends again.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "RateLimited",
     "SchemaError",
     "Unauthorized",
+    "Unavailable",
     "ValidationError",
 ]
 
@@ -118,6 +121,14 @@ class RateLimited(PushgateError):
     def __init__(self, message: str, *, rate: RateState) -> None:
         super().__init__(message)
         self.rate = rate
+
+
+class Unavailable(PushgateError):
+    """Raised when the server cannot take the request now but will later (the database refused a write:
+    another process holds its lock, the disk is full): nothing was kept, and the request may be sent again."""
+
+    status = 503
+    error = "Service unavailable"
 
 
 class SchemaError(PushgateError):

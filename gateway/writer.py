@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Table, insert, inspect
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from gateway.errors import Unavailable
 from gateway.storage.bulk import insert_rows
 from gateway.storage.models import Base, Delivery
 from gateway.storage.numbering import reserve_delivery_ids
@@ -137,7 +138,9 @@ class GroupCommitWriter:
         if future.done():
             return
         if error:
-            future.set_exception(RuntimeError("the message could not be stored; see the server log"))
+            future.set_exception(
+                Unavailable("the message could not be stored (the database refused the write); send it again")
+            )
         else:
             future.set_result(None)
 

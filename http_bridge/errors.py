@@ -9,7 +9,7 @@ import logging
 from quart import Quart, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from gateway.errors import PushgateError, RateLimited
+from gateway.errors import PushgateError, RateLimited, Unavailable
 from gateway.ratelimit import RateState
 
 __all__ = ["error_response", "rate_limit_headers", "register_error_handlers"]
@@ -47,6 +47,8 @@ def register_error_handlers(app: Quart) -> None:
         response.status_code = exc.status
         if isinstance(exc, RateLimited):
             response.headers.update(rate_limit_headers(exc.rate))
+        elif isinstance(exc, Unavailable):
+            response.headers["Retry-After"] = "1"
         return response
 
     @app.errorhandler(HTTPException)

@@ -26,7 +26,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from gateway.access import Principal, TopicInfo
 from gateway.emergency import new_receipt_id
-from gateway.errors import PayloadTooLarge, PushgateError, RateLimited, ValidationError
+from gateway.errors import PayloadTooLarge, PushgateError, RateLimited, Unavailable, ValidationError
 from gateway.json_input import parse_json_object
 from gateway.pushover import parse_message
 from http_bridge.errors import rate_limit_headers
@@ -89,9 +89,12 @@ async def _render(exc: PushgateError) -> Response:
         return _error(400, "user identifier is invalid", "user")
     if exc.status == 404 and exc.error == "not found":
         return _error(404, exc.message, "receipt", "not found")
-    response = _error(exc.status if 400 <= exc.status < 500 else 500, exc.message)
+    # Pushover's clients retry a 5xx later: a storage refusal keeps its 503 (with Retry-After) for them
+    response = _error(exc.status if 400 <= exc.status < 500 or exc.status == 503 else 500, exc.message)
     if isinstance(exc, RateLimited):
         response.headers.update(rate_limit_headers(exc.rate))
+    elif isinstance(exc, Unavailable):
+        response.headers["Retry-After"] = "1"
     return response
 
 

@@ -25,7 +25,7 @@ import pytest
 from gateway.admin import Admin
 from gateway.config import Config
 from tests.brokers import RawClient, _packet, publish_packet
-from tests.conftest import MqttClient, Server, stored_messages, until, user
+from tests.conftest import MqttClient, Server, bearer, stored_messages, until, user
 from tests.test_webhooks import Target, create_webhook, deliveries, owned_topic, push
 
 PINGREQ = b"\xc0\x00"
@@ -141,3 +141,48 @@ async def test_a_delivery_whose_outcome_could_not_be_recorded_is_sent_again(
         assert len(await deliveries(http, auth, hook["id"])) == 1
     finally:
         await target.close()
+
+
+async def test_a_push_refused_by_the_database_answers_503_over_http_and_gets_no_puback_over_mqtt(
+    server: Server, admin: Admin, http: httpx.AsyncClient, make_client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="gateway.writer")
+    await admin.create_topic("door")
+    key = (await admin.create_key("door", label="sensor")).secret
+    hub: MqttClient = await make_client()
+    assert await hub.subscribe("pushgate/door/message") == 1
+    assert await hub.subscribe("pushgate/door/error") == 1
+    device = await RawClient.open(server.mqtt_port)
+    try:
+        await device.connect("door-sensor", username="door-sensor", password=key)
+        with write_lock_held(server.config):
+            refused = await http.post("/api/push/door", content="Over HTTP", headers=bearer(key))
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"] == "Service unavailable"
+            assert "could not be stored" in refused.json()["message"]
+            assert refused.headers["retry-after"] == "1"
+
+            await device.send(publish_packet("pushgate/door/push", b"Over MQTT", qos=1, packet_id=3))
+
+            async def failed_twice() -> bool:
+                return sum(r.getMessage() == "write failed" for r in caplog.records) >= 2
+
+            await until(failed_twice, "the MQTT push's store to fail too")
+            await device.send(PINGREQ)
+            answer = await device.read_packet()
+            assert answer is not None and answer.type == 13, "no PUBACK for a message that is not stored"
+
+        # The device sends it again (DUP), as a client does without its PUBACK; now it is stored once.
+        await device.send(
+            b"\x3a" + publish_packet("pushgate/door/push", b"Over MQTT", qos=1, packet_id=3)[1:]
+        )
+        puback = await device.read_packet()
+        assert puback is not None and (puback.type, puback.body) == (4, b"\x00\x03")
+        delivered = await hub.receive()
+        assert (
+            delivered.topic == "pushgate/door/message"
+        )  # not an error: the server's fault is not the device's
+        assert json.loads(delivered.payload)["message"] == "Over MQTT"
+        assert [m.message for m in await stored_messages(server.config)] == ["Over MQTT"]
+    finally:
+        device.close()
