@@ -1,12 +1,14 @@
-"""One error handler for the bridge: core errors and HTTP errors become ``{"error", "message"}``; anything
-unexpected becomes a logged 500 that shows no internals. A ``429`` also carries ``Retry-After`` and the
-``X-RateLimit-*`` headers (their meaning: ``gateway/ratelimit.py``)."""
+"""One error handler for the bridge: core errors and HTTP errors become ``{"error", "message"}``; a database
+that cannot take a request now is a ``503`` with ``Retry-After``; anything unexpected becomes a logged 500
+that shows no internals. A ``429`` also carries ``Retry-After`` and the ``X-RateLimit-*`` headers (their
+meaning: ``gateway/ratelimit.py``)."""
 
 from __future__ import annotations
 
 import logging
 
 from quart import Quart, Response, jsonify, request
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from gateway.errors import PushgateError, RateLimited, Unavailable
@@ -62,6 +64,17 @@ def register_error_handlers(app: Quart) -> None:
         response = error_response(status, name, message)
         if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(OperationalError)
+    async def _database_unavailable(exc: OperationalError) -> Response:
+        """The database could not be reached or written (locked past the busy timeout, disk full, server
+        down): the request may be sent again, so 503 as for a refused push, not an internal error."""
+        log.error("database unavailable: %s", exc.orig)
+        response = error_response(
+            503, "Service unavailable", "The database cannot take this request now; send it again shortly."
+        )
+        response.headers["Retry-After"] = "1"
         return response
 
     @app.errorhandler(Exception)

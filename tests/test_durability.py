@@ -186,3 +186,25 @@ async def test_a_push_refused_by_the_database_answers_503_over_http_and_gets_no_
         assert [m.message for m in await stored_messages(server.config)] == ["Over MQTT"]
     finally:
         device.close()
+
+
+async def test_any_request_the_database_cannot_take_now_answers_503(
+    server: Server, admin: Admin, http: httpx.AsyncClient
+) -> None:
+    """Not only pushes: an action report that must update a receipt, while the write lock is held."""
+    auth = await user(admin, "alice")
+    await owned_topic(http, auth)
+    pushed = await push(http, auth)
+    with write_lock_held(server.config):
+        report = {"message_id": pushed["id"], "action_id": "approve"}
+        refused = await http.post("/api/action", json=report, headers=auth)
+        assert refused.status_code == 503, refused.text
+        assert refused.json() == {
+            "error": "Service unavailable",
+            "message": "The database cannot take this request now; send it again shortly.",
+        }
+        assert refused.headers["retry-after"] == "1"
+    accepted = await http.post("/api/action", json=report, headers=auth)
+    assert accepted.status_code == 200, accepted.text
+    receipt = (await http.get(f"/api/receipts/{pushed['receipt_id']}", headers=auth)).json()
+    assert receipt["status"] == "acted" and receipt["acted_count"] == 1
