@@ -107,6 +107,8 @@ class IngestProtocolHandler(BrokerProtocolHandler):
         self._last_read = 0.0
         self._keepalive: asyncio.TimerHandle | None = None
         self._closing = False
+        self._pushed = False  # the last packets read held a push: ask the broker for room before reading on
+        self._held = False  # waiting for that room
 
     # -- wiring ---------------------------------------------------------------------------------------
 
@@ -168,6 +170,14 @@ class IngestProtocolHandler(BrokerProtocolHandler):
                     for first, body in packets:
                         if not await self._dispatch(first, body):
                             raise MalformedPacket("protocol violation")
+                if self._pushed:  # read on only while the broker has room for pushes being stored
+                    self._pushed = False
+                    self._held = True  # not reading by choice: the keep-alive does not count it as silence
+                    try:
+                        await self._broker.ingest_room()
+                    finally:
+                        self._held = False
+                        self._last_read = self._loop.time()
                 chunk = await self._read_chunk()
                 if not chunk:
                     break
@@ -212,7 +222,7 @@ class IngestProtocolHandler(BrokerProtocolHandler):
     def _check_keepalive(self) -> None:
         timeout = self.keepalive_timeout
         assert timeout
-        idle = self._loop.time() - self._last_read
+        idle = 0.0 if self._held else self._loop.time() - self._last_read
         if idle >= timeout:
             self.handle_read_timeout()
         else:
@@ -283,6 +293,8 @@ class IngestProtocolHandler(BrokerProtocolHandler):
             self._write(wire.ack(wire.PUBREC, pid))
             return True
         settled = await self._broker.accept_publish(session, topic, payload, qos, retain)
+        if settled is not None:
+            self._pushed = True
         if pid is not None:
             self._acknowledge_after(settled, wire.ack(wire.PUBACK, pid))
         return True

@@ -77,7 +77,10 @@ class PushgateBroker(Broker):
         self._config = config
         self._prefix = config.prefix
         self._prefix_level = config.prefix + "/"
-        self._ingesting: set[asyncio.Future[Any]] = set()
+        self._ingesting: set[asyncio.Future[Any]] = set()  # pushes read, not yet stored (and their errors)
+        self._ingest_room = asyncio.Event()  # clear while ``_ingesting`` is at ``max_pending_pushes``
+        self._ingest_room.set()
+        self.ingest_pauses = 0  # times a pushing connection's reading waited for room
         self._home_acl = HomeAcl(config.home_acl)
         discovery = gateway.homeassistant
         self._discovery_prefix = discovery.prefix if discovery.enabled else None
@@ -580,9 +583,28 @@ class PushgateBroker(Broker):
     def start_ingest(self, session: Session, mqtt_topic: str, payload: bytes) -> asyncio.Task[bool]:
         """Run ``ingest`` in a Task the broker owns, so closing the connection cannot cancel it."""
         task = asyncio.create_task(self.ingest(session, mqtt_topic, payload))
-        self._ingesting.add(task)
-        task.add_done_callback(self._ingesting.discard)
+        self._track_push(task)
+        task.add_done_callback(self._untrack_push)
         return task
+
+    def _track_push(self, future: asyncio.Future[Any]) -> None:
+        self._ingesting.add(future)
+        if len(self._ingesting) >= self._config.max_pending_pushes:
+            self._ingest_room.clear()
+
+    def _untrack_push(self, future: asyncio.Future[Any]) -> None:
+        self._ingesting.discard(future)
+        if not self._ingest_room.is_set() and len(self._ingesting) <= self._config.max_pending_pushes // 2:
+            self._ingest_room.set()
+
+    async def ingest_room(self) -> None:
+        """Return at once while fewer than ``[mqtt] max_pending_pushes`` pushes wait to be stored; else
+        once half of them are. A pushing connection's reader awaits this before reading on: the pushes
+        it sent meanwhile wait in TCP buffers, and the device's own writes block, instead of memory here
+        growing while the disk is slow."""
+        if not self._ingest_room.is_set():
+            self.ingest_pauses += 1
+            await self._ingest_room.wait()
 
     def _ingest_now(self, session: Session, mqtt_topic: str, payload: bytes) -> asyncio.Future[bool] | None:
         """``ingest`` without a Task when the topic is cached: the core's ``Publisher.submit`` joins the
@@ -605,7 +627,7 @@ class PushgateBroker(Broker):
         settled: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
         def _stored(done: asyncio.Future[Any]) -> None:
-            self._ingesting.discard(settled)
+            self._untrack_push(settled)
             if done.cancelled():
                 settled.set_result(False)
                 return
@@ -616,7 +638,7 @@ class PushgateBroker(Broker):
                 log.error("MQTT push on %s from %s failed", parsed.name, session.client_id, exc_info=exc)
             settled.set_result(exc is None or _clients_fault(exc))
 
-        self._ingesting.add(settled)
+        self._track_push(settled)
         submitted.add_done_callback(_stored)
         return settled
 
@@ -624,8 +646,8 @@ class PushgateBroker(Broker):
         """A push refused for the client's fault is answered on ``…/error`` (a Task only then)."""
         log.info("MQTT push on %s from %s refused: %s", name, session.client_id, exc.message)
         error = asyncio.ensure_future(self._route(f"{self._prefix}/{name}/error", error_payload(exc), 0))
-        self._ingesting.add(error)
-        error.add_done_callback(self._ingesting.discard)
+        self._track_push(error)
+        error.add_done_callback(self._untrack_push)
 
     def is_ingest_topic(self, mqtt_topic: str) -> bool:
         parsed = parse_topic(self._prefix, mqtt_topic)

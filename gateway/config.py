@@ -91,6 +91,9 @@ class MqttConfig:
     # until acknowledgements free the window, so a slow or stalled client cannot make the broker buffer
     # without bound (mosquitto's max_inflight_messages default).
     max_inflight: int = 20
+    # Pushes read from clients but not yet stored, all connections together; past it, a connection that
+    # pushes is not read again until half of them are stored, so a flood waits in TCP, not in memory.
+    max_pending_pushes: int = 10_000
     # A disconnected persistent session is forgotten after this long (7 days); 0 keeps it for ever.
     session_expiry: float = 7 * 24 * 3600 * SECONDS
     # Concurrent connections per listener; 0 is unlimited.

@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from gateway.admin import Admin
-from gateway.config import Config
-from tests.brokers import RawClient, _packet, publish_packet
+from gateway.config import Config, StorageConfig
+from tests.brokers import RawClient, _packet, publish_packet, pushgate_broker
 from tests.conftest import MqttClient, Server, bearer, stored_messages, until, user
 from tests.test_webhooks import Target, create_webhook, deliveries, owned_topic, push
 
@@ -43,10 +43,14 @@ def config(config: Config) -> Config:
     )
 
 
+def write_lock_held(config: Config) -> contextlib.AbstractContextManager[None]:
+    return write_lock_held_on(Path(config.storage.data_dir) / "pushgate.db")
+
+
 @contextlib.contextmanager
-def write_lock_held(config: Config) -> Iterator[None]:
+def write_lock_held_on(database: Path) -> Iterator[None]:
     """Another process's transaction holding the database's write lock (a backup, a sqlite3 shell)."""
-    holder = sqlite3.connect(Path(config.storage.data_dir) / "pushgate.db", isolation_level=None)
+    holder = sqlite3.connect(database, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
         yield
@@ -208,3 +212,38 @@ async def test_any_request_the_database_cannot_take_now_answers_503(
     assert accepted.status_code == 200, accepted.text
     receipt = (await http.get(f"/api/receipts/{pushed['receipt_id']}", headers=auth)).json()
     assert receipt["status"] == "acted" and receipt["acted_count"] == 1
+
+
+async def test_a_push_flood_waits_in_tcp_while_storage_is_held_up(tmp_path: Path) -> None:
+    """With ``[mqtt] max_pending_pushes`` 5 and the database's write lock held by another process, a device
+    that sends 50 pushes at once is not read on past them (they wait in TCP, not in the broker's memory);
+    once the lock goes, every push is stored and the device is read again."""
+    async with pushgate_broker(tmp_path, max_pending_pushes=5) as under_test:
+        broker = under_test.broker
+        device = await RawClient.open(under_test.port)
+        try:
+            await device.connect("flood", username=under_test.alice[0], password=under_test.alice[1])
+            database = tmp_path / "data" / "pushgate.db"
+            with write_lock_held_on(database):
+                flood = b"".join(
+                    publish_packet("pushgate/a/push", f"reading {n}".encode(), qos=1, packet_id=n + 1)
+                    for n in range(50)
+                )
+                await device.send(flood)
+
+                async def held() -> bool:
+                    return broker.ingest_pauses > 0
+
+                await until(held, "the device's reading to wait for room")
+                await device.send(PINGREQ)  # stays unread in TCP while the reader waits
+            acks = []
+            while len(acks) < 51:
+                packet = await device.read_packet()
+                assert packet is not None
+                acks.append(packet.type)
+            assert acks == [4] * 50 + [13]  # every PUBACK (each after its commit), then the PINGRESP
+        finally:
+            device.close()
+        config = Config(storage=StorageConfig(data_dir=str(tmp_path / "data")))
+        stored = sorted(m.message for m in await stored_messages(config))
+        assert stored == sorted(f"reading {n}" for n in range(50))
