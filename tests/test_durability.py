@@ -15,7 +15,7 @@ import json
 import logging
 import sqlite3
 import struct
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +43,17 @@ def config(config: Config) -> Config:
     )
 
 
-def write_lock_held(config: Config) -> contextlib.AbstractContextManager[None]:
+def write_lock_held(config: Config) -> contextlib.AbstractAsyncContextManager[None]:
     return write_lock_held_on(Path(config.storage.data_dir) / "pushgate.db")
 
 
-@contextlib.contextmanager
-def write_lock_held_on(database: Path) -> Iterator[None]:
-    """Another process's transaction holding the database's write lock (a backup, a sqlite3 shell)."""
-    holder = sqlite3.connect(database, isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")
+@contextlib.asynccontextmanager
+async def write_lock_held_on(database: Path) -> AsyncIterator[None]:
+    """Another process's transaction holding the database's write lock (a backup, a sqlite3 shell). Taken
+    in a thread: the gateway runs on this event loop and may be mid-transaction, so blocking the loop while
+    waiting for the lock would keep it from ever committing."""
+    holder = sqlite3.connect(database, isolation_level=None, timeout=30, check_same_thread=False)
+    await asyncio.to_thread(holder.execute, "BEGIN EXCLUSIVE")
     try:
         yield
     finally:
@@ -76,7 +78,7 @@ async def test_a_qos2_push_that_failed_to_store_is_stored_on_the_pubrel_sent_aga
         connack = await device.connect("door-sensor", username="door-sensor", password=key, clean=False)
         assert connack.body[1] == 0
 
-        with write_lock_held(server.config):
+        async with write_lock_held(server.config):
             await device.send(publish_packet("pushgate/door/push", b"Front door opened", qos=2, packet_id=7))
             pubrec = await device.read_packet()
             assert pubrec is not None and (pubrec.type, pubrec.body) == (5, b"\x00\x07")
@@ -124,7 +126,7 @@ async def test_a_delivery_whose_outcome_could_not_be_recorded_is_sent_again(
         assert acted.status_code == 200, acted.text
         first = await target.next()  # sent; its answer waits until the database is locked
 
-        with write_lock_held(server.config):
+        async with write_lock_held(server.config):
             answer.set()
 
             async def unrecorded() -> bool:
@@ -159,7 +161,7 @@ async def test_a_push_refused_by_the_database_answers_503_over_http_and_gets_no_
     device = await RawClient.open(server.mqtt_port)
     try:
         await device.connect("door-sensor", username="door-sensor", password=key)
-        with write_lock_held(server.config):
+        async with write_lock_held(server.config):
             refused = await http.post("/api/push/door", content="Over HTTP", headers=bearer(key))
             assert refused.status_code == 503, refused.text
             assert refused.json()["error"] == "Service unavailable"
@@ -199,7 +201,7 @@ async def test_any_request_the_database_cannot_take_now_answers_503(
     auth = await user(admin, "alice")
     await owned_topic(http, auth)
     pushed = await push(http, auth)
-    with write_lock_held(server.config):
+    async with write_lock_held(server.config):
         report = {"message_id": pushed["id"], "action_id": "approve"}
         refused = await http.post("/api/action", json=report, headers=auth)
         assert refused.status_code == 503, refused.text
@@ -224,7 +226,7 @@ async def test_a_push_flood_waits_in_tcp_while_storage_is_held_up(tmp_path: Path
         try:
             await device.connect("flood", username=under_test.alice[0], password=under_test.alice[1])
             database = tmp_path / "data" / "pushgate.db"
-            with write_lock_held_on(database):
+            async with write_lock_held_on(database):
                 flood = b"".join(
                     publish_packet("pushgate/a/push", f"reading {n}".encode(), qos=1, packet_id=n + 1)
                     for n in range(50)
