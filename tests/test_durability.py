@@ -65,47 +65,68 @@ def pubrel(packet_id: int) -> bytes:
     return _packet(0x62, struct.pack("!H", packet_id))
 
 
-async def test_a_qos2_push_that_failed_to_store_is_stored_on_the_pubrel_sent_again(
-    server: Server, admin: Admin, make_client, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.ERROR, logger="gateway.writer")
+@dataclasses.dataclass
+class Door:
+    """Topic ``door``: its key, a hub on its messages and errors, a raw-socket sensor (not connected)."""
+
+    key: str
+    hub: MqttClient
+    sensor: RawClient
+
+
+@pytest.fixture
+async def door(server: Server, admin: Admin, make_client: Any) -> AsyncIterator[Door]:
     await admin.create_topic("door")
     key = (await admin.create_key("door", label="sensor")).secret
     hub: MqttClient = await make_client()
-    assert await hub.subscribe("pushgate/door/message") == 1
-    device = await RawClient.open(server.mqtt_port)
+    for leaf in ("message", "error"):
+        assert await hub.subscribe(f"pushgate/door/{leaf}") == 1
+    sensor = await RawClient.open(server.mqtt_port)
     try:
-        connack = await device.connect("door-sensor", username="door-sensor", password=key, clean=False)
-        assert connack.body[1] == 0
-
-        async with write_lock_held(server.config):
-            await device.send(publish_packet("pushgate/door/push", b"Front door opened", qos=2, packet_id=7))
-            pubrec = await device.read_packet()
-            assert pubrec is not None and (pubrec.type, pubrec.body) == (5, b"\x00\x07")
-            await device.send(pubrel(7))
-
-            async def failed() -> bool:
-                return any(r.getMessage() == "write failed" for r in caplog.records)
-
-            await until(failed, "the store to fail on the held lock")
-            await device.send(PINGREQ)
-            answer = await device.read_packet()
-            assert answer is not None and answer.type == 13, "no PUBCOMP for a message that is not stored"
-
-        # The client sends its PUBREL again (MQTT 3.1.1 4.4, here on the same connection).
-        await device.send(pubrel(7))
-        pubcomp = await device.read_packet()
-        assert pubcomp is not None and (pubcomp.type, pubcomp.body) == (7, b"\x00\x07")
-        envelope = json.loads((await hub.receive()).payload)
-        assert envelope["message"] == "Front door opened"
-        assert [m.message for m in await stored_messages(server.config)] == ["Front door opened"]
-
-        await device.send(pubrel(7))  # once more: delivered already, answered without storing again
-        again = await device.read_packet()
-        assert again is not None and (again.type, again.body) == (7, b"\x00\x07")
-        assert len(await stored_messages(server.config)) == 1
+        yield Door(key, hub, sensor)
     finally:
-        device.close()
+        sensor.close()
+
+
+async def stores_failed(caplog: pytest.LogCaptureFixture, count: int) -> None:
+    """Wait until the group-commit writer has logged ``count`` failed writes (the lock outlasted its wait)."""
+
+    async def failed() -> bool:
+        return sum(r.getMessage() == "write failed" for r in caplog.records) >= count
+
+    await until(failed, f"{count} failed writes")
+
+
+async def test_a_qos2_push_that_failed_to_store_is_stored_on_the_pubrel_sent_again(
+    server: Server, door: Door, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="gateway.writer")
+    device = door.sensor
+    connack = await device.connect("door-sensor", username="door-sensor", password=door.key, clean=False)
+    assert connack.body[1] == 0
+
+    async with write_lock_held(server.config):
+        await device.send(publish_packet("pushgate/door/push", b"Front door opened", qos=2, packet_id=7))
+        pubrec = await device.read_packet()
+        assert pubrec is not None and (pubrec.type, pubrec.body) == (5, b"\x00\x07")
+        await device.send(pubrel(7))
+        await stores_failed(caplog, 1)
+        await device.send(PINGREQ)
+        answer = await device.read_packet()
+        assert answer is not None and answer.type == 13, "no PUBCOMP for a message that is not stored"
+
+    # The client sends its PUBREL again (MQTT 3.1.1 4.4, here on the same connection).
+    await device.send(pubrel(7))
+    pubcomp = await device.read_packet()
+    assert pubcomp is not None and (pubcomp.type, pubcomp.body) == (7, b"\x00\x07")
+    envelope = json.loads((await door.hub.receive()).payload)
+    assert envelope["message"] == "Front door opened"
+    assert [m.message for m in await stored_messages(server.config)] == ["Front door opened"]
+
+    await device.send(pubrel(7))  # once more: delivered already, answered without storing again
+    again = await device.read_packet()
+    assert again is not None and (again.type, again.body) == (7, b"\x00\x07")
+    assert len(await stored_messages(server.config)) == 1
 
 
 async def test_a_delivery_whose_outcome_could_not_be_recorded_is_sent_again(
@@ -150,48 +171,33 @@ async def test_a_delivery_whose_outcome_could_not_be_recorded_is_sent_again(
 
 
 async def test_a_push_refused_by_the_database_answers_503_over_http_and_gets_no_puback_over_mqtt(
-    server: Server, admin: Admin, http: httpx.AsyncClient, make_client, caplog: pytest.LogCaptureFixture
+    server: Server, door: Door, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="gateway.writer")
-    await admin.create_topic("door")
-    key = (await admin.create_key("door", label="sensor")).secret
-    hub: MqttClient = await make_client()
-    assert await hub.subscribe("pushgate/door/message") == 1
-    assert await hub.subscribe("pushgate/door/error") == 1
-    device = await RawClient.open(server.mqtt_port)
-    try:
-        await device.connect("door-sensor", username="door-sensor", password=key)
-        async with write_lock_held(server.config):
-            refused = await http.post("/api/push/door", content="Over HTTP", headers=bearer(key))
-            assert refused.status_code == 503, refused.text
-            assert refused.json()["error"] == "Service unavailable"
-            assert "could not be stored" in refused.json()["message"]
-            assert refused.headers["retry-after"] == "1"
+    device = door.sensor
+    await device.connect("door-sensor", username="door-sensor", password=door.key)
+    async with write_lock_held(server.config):
+        refused = await http.post("/api/push/door", content="Over HTTP", headers=bearer(door.key))
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"] == "Service unavailable"
+        assert "could not be stored" in refused.json()["message"]
+        assert refused.headers["retry-after"] == "1"
 
-            await device.send(publish_packet("pushgate/door/push", b"Over MQTT", qos=1, packet_id=3))
+        await device.send(publish_packet("pushgate/door/push", b"Over MQTT", qos=1, packet_id=3))
+        await stores_failed(caplog, 2)
+        await device.send(PINGREQ)
+        answer = await device.read_packet()
+        assert answer is not None and answer.type == 13, "no PUBACK for a message that is not stored"
 
-            async def failed_twice() -> bool:
-                return sum(r.getMessage() == "write failed" for r in caplog.records) >= 2
-
-            await until(failed_twice, "the MQTT push's store to fail too")
-            await device.send(PINGREQ)
-            answer = await device.read_packet()
-            assert answer is not None and answer.type == 13, "no PUBACK for a message that is not stored"
-
-        # The device sends it again (DUP), as a client does without its PUBACK; now it is stored once.
-        await device.send(
-            b"\x3a" + publish_packet("pushgate/door/push", b"Over MQTT", qos=1, packet_id=3)[1:]
-        )
-        puback = await device.read_packet()
-        assert puback is not None and (puback.type, puback.body) == (4, b"\x00\x03")
-        delivered = await hub.receive()
-        assert (
-            delivered.topic == "pushgate/door/message"
-        )  # not an error: the server's fault is not the device's
-        assert json.loads(delivered.payload)["message"] == "Over MQTT"
-        assert [m.message for m in await stored_messages(server.config)] == ["Over MQTT"]
-    finally:
-        device.close()
+    # The device sends it again (DUP), as a client does without its PUBACK; now it is stored once.
+    resent = publish_packet("pushgate/door/push", b"Over MQTT", qos=1, packet_id=3)
+    await device.send(bytes([resent[0] | 0x08]) + resent[1:])
+    puback = await device.read_packet()
+    assert puback is not None and (puback.type, puback.body) == (4, b"\x00\x03")
+    delivered = await door.hub.receive()
+    assert delivered.topic == "pushgate/door/message"  # not on …/error: the server's fault, not the device's
+    assert json.loads(delivered.payload)["message"] == "Over MQTT"
+    assert [m.message for m in await stored_messages(server.config)] == ["Over MQTT"]
 
 
 async def test_any_request_the_database_cannot_take_now_answers_503(
