@@ -137,22 +137,32 @@ class Publisher:
             source=req.source,
             created_at=now,
         )
-        receipt_id = new_id()
-        receipt = {"id": receipt_id, "message_id": message.id, "topic_id": topic.id}
-        receipt |= {"created_at": now, "updated_at": now}
-        common = {"message_id": message.id, "event": "", "next_attempt_at": now}
-        common |= {"created_at": now, "updated_at": now}
+        receipt = {
+            "id": new_id(),
+            "message_id": message.id,
+            "topic_id": topic.id,
+            "created_at": now,
+            "updated_at": now,
+        }
+        common = {
+            "message_id": message.id,
+            "event": "",
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
         deliveries = [{**common, "channel": name, "target": ""} for name in self._outbox.channels]
         devices = self._targets.for_topic(topic, self._outbox.lanes)
         deliveries += [{**common, "channel": t.channel, "target": t.device_id} for t in devices]
-        return _Accepted(req, principal, topic, message, receipt_id, receipt, deliveries, len(devices), rate)
+        return _Accepted(req, principal, topic, message, receipt, deliveries, len(devices), rate)
 
     def _route(self, accepted: _Accepted) -> PushResult:
         """Hand the committed deliveries to the outbox; the answer an edge gives."""
         message, topic = accepted.message, accepted.topic
         if message.actions and self._on_accepted is not None:
             self._on_accepted(topic, [str(action["id"]) for action in message.actions])
-        payload = envelope(message, accepted.receipt_id, topic.name)
+        receipt_id = accepted.receipt["id"]
+        payload = envelope(message, receipt_id, topic.name)
         self._outbox.submit(
             [
                 Job(d["id"], d["channel"], message.id, topic.name, payload, "", d["target"])
@@ -165,7 +175,7 @@ class Publisher:
             "accepted %s on %s from %s (%s)", message.id, topic.name, accepted.req.source, accepted.principal
         )
         return PushResult(
-            message.id, accepted.receipt_id, topic.name, message.created_at, accepted.devices, accepted.rate
+            message.id, receipt_id, topic.name, message.created_at, accepted.devices, accepted.rate
         )
 
 
@@ -207,7 +217,6 @@ class _Accepted:
     principal: Principal
     topic: TopicInfo
     message: NewMessage
-    receipt_id: str
     receipt: dict[str, Any]
     deliveries: list[dict[str, Any]]
     devices: int

@@ -101,8 +101,9 @@ class GroupCommitWriter:
             self._settle(future)
 
     async def _transaction(self, groups: list[Sequence[Row]]) -> None:
-        """Insert the groups' rows with one executemany statement per table (and set of columns given).
-        Tables are inserted in the order they first appear in a group, so a group lists parents first."""
+        """Insert the groups' rows with one bulk INSERT per table and set of columns given
+        (``gateway.storage.bulk``). Tables are inserted in the order they first appear in a group, so a
+        group lists parents first."""
         tables: dict[tuple[Table, frozenset[str]], list[dict[str, Any]]] = {}
         for rows in groups:
             for table, values in rows:
