@@ -16,7 +16,7 @@ import math
 import ssl
 from collections import deque
 from functools import partial
-from typing import Any
+from typing import Any, TypeGuard
 
 import websockets
 from amqtt.adapters import BufferReader, ReaderAdapter, WriterAdapter
@@ -633,7 +633,7 @@ class PushgateBroker(Broker):
                 return
             exc = done.exception()
             if _clients_fault(exc):
-                self._refused(session, parsed.name, exc)  # type: ignore[arg-type]
+                self._refused(session, parsed.name, exc)
             elif exc is not None:
                 log.error("MQTT push on %s from %s failed", parsed.name, session.client_id, exc_info=exc)
             settled.set_result(exc is None or _clients_fault(exc))
@@ -680,7 +680,7 @@ class PushgateBroker(Broker):
         return True
 
 
-def _clients_fault(exc: BaseException | None) -> bool:
+def _clients_fault(exc: BaseException | None) -> TypeGuard[PushgateError]:
     """A refusal the client caused (4xx: answered on ``…/error`` and acknowledged), not a failure of the
     server (5xx, or any other exception: not acknowledged, so the device sends the message again)."""
     return isinstance(exc, PushgateError) and exc.status < 500
