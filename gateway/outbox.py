@@ -166,10 +166,10 @@ class _Lane:
 
 class Outbox:
     def __init__(
-        self, sessions: async_sessionmaker[Any], config: OutboxConfig, write_turn: asyncio.Lock | None = None
+        self, sessions: async_sessionmaker[Any], config: OutboxConfig, write_turn: asyncio.Lock
     ) -> None:
         self._sessions = sessions
-        self._write_turn = write_turn or asyncio.Lock()  # shared with the group-commit writer
+        self._write_turn = write_turn  # shared with the group-commit writer (``gateway.core``)
         self._config = config
         self._lanes: dict[str, _Lane] = {}
         self._broadcast: dict[str, BroadcastChannel] = {}

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Table, insert, inspect
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.errors import Unavailable
@@ -38,11 +39,9 @@ _DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
 
 
 class GroupCommitWriter:
-    def __init__(
-        self, sessions: async_sessionmaker[Any], queue_size: int, write_turn: asyncio.Lock | None = None
-    ) -> None:
+    def __init__(self, sessions: async_sessionmaker[Any], queue_size: int, write_turn: asyncio.Lock) -> None:
         self._sessions = sessions
-        self._write_turn = write_turn or asyncio.Lock()  # shared with the outbox (``gateway.core``)
+        self._write_turn = write_turn  # shared with the outbox (``gateway.core``)
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=queue_size)
         self.commits = 0  # transactions committed, for metrics and the benchmark
 
@@ -88,10 +87,13 @@ class GroupCommitWriter:
     async def _commit(self, batch: list[_Item]) -> None:
         try:
             await self._transaction([rows for rows, _ in batch])
-        except Exception:
-            if len(batch) == 1:
+        except Exception as exc:
+            # A database that refuses writes (locked past the busy timeout, disk full, server gone) refuses
+            # every group alike: the batch fails at once, not once more per group after another wait.
+            if len(batch) == 1 or isinstance(exc, OperationalError):
                 log.exception("write failed")
-                self._settle(batch[0][1], error=True)
+                for _, future in batch:
+                    self._settle(future, error=True)
                 return
             # One bad group must not fail its neighbours: write them one by one.
             for item in batch:

@@ -200,6 +200,25 @@ async def test_a_push_refused_by_the_database_answers_503_over_http_and_gets_no_
     assert [m.message for m in await stored_messages(server.config)] == ["Over MQTT"]
 
 
+async def test_a_burst_the_database_refuses_is_refused_together(
+    server: Server, door: Door, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pushes that share a transaction share its refusal: each gets its 503 after one wait for the lock,
+    not after one more wait per push (a backup holding the lock would otherwise hold the burst N times)."""
+    caplog.set_level(logging.ERROR, logger="gateway.writer")
+    async with write_lock_held(server.config):
+        answers = await asyncio.gather(
+            *(
+                http.post("/api/push/door", content=f"reading {n}", headers=bearer(door.key))
+                for n in range(10)
+            )
+        )
+    assert [a.status_code for a in answers] == [503] * 10
+    failed = sum(r.getMessage() == "write failed" for r in caplog.records)
+    assert failed < 10, f"{failed} failed writes for 10 pushes: the batch was retried push by push"
+    assert await stored_messages(server.config) == []
+
+
 async def test_any_request_the_database_cannot_take_now_answers_503(
     server: Server, admin: Admin, http: httpx.AsyncClient
 ) -> None:
