@@ -38,6 +38,7 @@ from gateway.pushover import Applications, MonthlyQuota
 from gateway.ratelimit import RateLimiter
 from gateway.receipts import Receipts
 from gateway.storage import database
+from gateway.storage.journal import Journal
 from gateway.storage.models import utcnow
 from gateway.targets import DeviceTargets
 from gateway.topics import TopicDirectory
@@ -60,6 +61,8 @@ class Gateway:
         self._maintenance_stop = asyncio.Event()
         self.engine = database.create_engine(config.storage)
         self.sessions = database.session_factory(self.engine)
+        # The push path and the outbox write in one hand-off per transaction (``gateway.storage.journal``).
+        self.journal = Journal(self.engine, database.create_journal_engine(config.storage))
         self.topics = TopicDirectory(
             self.sessions, auto_create=config.topics.auto_create, cache_seconds=config.topics.cache_seconds
         )
@@ -76,8 +79,8 @@ class Gateway:
         # finds it taken polls for it in sleeps of milliseconds (the busy timeout), which left the push path
         # idle more than busy under load. Other writers are rare and rely on the busy timeout.
         write_turn = asyncio.Lock()
-        self.writer = GroupCommitWriter(self.sessions, config.outbox.write_queue_size, write_turn)
-        self.outbox = Outbox(self.sessions, config.outbox, write_turn)
+        self.writer = GroupCommitWriter(self.journal, config.outbox.write_queue_size, write_turn)
+        self.outbox = Outbox(self.sessions, self.journal, config.outbox, write_turn)
         self.rate_limiter = RateLimiter(config.ratelimit)
         self.publisher = Publisher(
             topics=self.topics,
@@ -212,6 +215,7 @@ class Gateway:
                 await gateway.webpush.close()
                 await gateway.access.flush_last_used()
         finally:
+            await gateway.journal.close()
             await gateway.engine.dispose()
 
     async def prune(self, now: datetime | None = None) -> int:

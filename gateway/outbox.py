@@ -40,13 +40,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import bindparam, case, func, literal, select, update
+from sqlalchemy import Connection, bindparam, case, func, literal, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.channels import BroadcastChannel, Channel, Job, Outcome, State
 from gateway.config import OutboxConfig
 from gateway.envelope import as_utc, envelope
 from gateway.json_output import compact_json
+from gateway.storage.journal import Journal
 from gateway.storage.models import Delivery, Message, Receipt, Topic, utcnow
 from gateway.storage.numbering import number_new_deliveries
 
@@ -166,9 +167,14 @@ class _Lane:
 
 class Outbox:
     def __init__(
-        self, sessions: async_sessionmaker[Any], config: OutboxConfig, write_turn: asyncio.Lock
+        self,
+        sessions: async_sessionmaker[Any],
+        journal: Journal,
+        config: OutboxConfig,
+        write_turn: asyncio.Lock,
     ) -> None:
         self._sessions = sessions
+        self._journal = journal  # where outcomes are written (``gateway.storage.journal``)
         self._write_turn = write_turn  # shared with the group-commit writer (``gateway.core``)
         self._config = config
         self._lanes: dict[str, _Lane] = {}
@@ -434,86 +440,22 @@ class Outbox:
                 topics[job.message_id] = job.topic
             elif state in _GIVEN_UP:
                 given_up.add(job.message_id)
-        makers: list[Callable[[], Job]] = []
+        listened = await self._on_delivered.listened(set(topics.values())) if self._on_delivered else set()
+        watched = [message_id for message_id, topic in topics.items() if topic in listened]
+        outcomes = _Outcomes(settled, retried, credit, given_up, watched, now, int(attempt))
+        if not watched:  # nobody is told of delivered receipts: one hand-off to the journal
+            async with self._write_turn:
+                await self._journal.run(outcomes.record)
+            return []
+        assert self._on_delivered is not None
         async with self._write_turn, self._sessions() as session:
-            for (state_value, error), ids in settled.items():
-                for i in range(0, len(ids), _IN_CHUNK):
-                    await session.execute(
-                        update(_deliveries)
-                        .where(_deliveries.c.id.in_(ids[i : i + _IN_CHUNK]))
-                        .values(
-                            state=state_value,
-                            last_error=error,
-                            attempts=_deliveries.c.attempts + int(attempt),
-                            updated_at=now,
-                        )
-                    )
-            if retried:
-                await session.execute(_RETRY, retried)
-            reached: list[str] = []
-            if credit:
-                listened = (
-                    await self._on_delivered.listened(set(topics.values())) if self._on_delivered else set()
-                )
-                watched = [message_id for message_id, topic in topics.items() if topic in listened]
-                reached = await self._credit_receipts(session, credit, now, watched)
-            if given_up:
-                await self._fail_receipts(session, given_up, now)
-            if reached and self._on_delivered is not None:
+            reached = await session.run_sync(lambda sync: outcomes.record(sync.connection()))
+            makers: list[Callable[[], Job]] = []
+            if reached:
                 makers = await self._on_delivered.delivered(session, {m: topics[m] for m in reached}, now)
                 await number_new_deliveries(session, written=True)  # the updates above took the lock
             await session.commit()
         return makers
-
-    @staticmethod
-    async def _credit_receipts(
-        session: Any, credit: Mapping[str, int], now: datetime, watched: list[str]
-    ) -> list[str]:
-        """Add the targets reached to each receipt; returns those of the ``watched`` messages whose receipts
-        just became ``delivered`` (from ``queued``, or ``failed`` when a late confirmation arrives)."""
-        reached: list[str] = []
-        for i in range(0, len(watched), _IN_CHUNK):
-            moving = await session.scalars(
-                select(Receipt.message_id).where(
-                    Receipt.message_id.in_(watched[i : i + _IN_CHUNK]),
-                    Receipt.status.in_(("queued", "failed")),
-                )
-            )
-            reached += moving.all()
-        by_count: dict[int, list[str]] = defaultdict(list)  # targets reached -> messages
-        for message_id, n in credit.items():
-            by_count[n].append(message_id)
-        # a ``queued`` receipt (or a ``failed`` one, on a late confirmation) becomes ``delivered``
-        moved = case(
-            (_receipts.c.status.in_(("queued", "failed")), literal("delivered")), else_=_receipts.c.status
-        )
-        for n, message_ids in by_count.items():
-            for i in range(0, len(message_ids), _IN_CHUNK):
-                await session.execute(
-                    update(_receipts)
-                    .where(_receipts.c.message_id.in_(message_ids[i : i + _IN_CHUNK]))
-                    .values(delivered_count=_receipts.c.delivered_count + n, updated_at=now, status=moved)
-                )
-        return reached
-
-    @staticmethod
-    async def _fail_receipts(session: Any, message_ids: set[str], now: datetime) -> None:
-        """A receipt still ``queued`` becomes ``failed`` once every target of its message has given up:
-        no delivery of the message itself is pending, waiting or sent (unconfirmed) any more."""
-        open_rows = (
-            select(Delivery.id)
-            .where(
-                Delivery.message_id == Receipt.message_id,
-                Delivery.event == "",
-                Delivery.state.in_(_STILL_OPEN),
-            )
-            .exists()
-        )
-        await session.execute(
-            update(Receipt)
-            .where(Receipt.message_id.in_(message_ids), Receipt.status == "queued", ~open_rows)
-            .values(status="failed", updated_at=now)
-        )
 
     async def _scan(self) -> None:
         """Queue due pending deliveries from the table, oldest first: for each lane as many as its backlog
@@ -638,3 +580,86 @@ class Outbox:
                 .values(state=State.EXPIRED.value, updated_at=utcnow(), last_error="no subscriber in time")
             )
             await session.commit()
+
+
+@dataclass(slots=True)
+class _Outcomes:
+    """What one recorder transaction writes, as statements on a synchronous connection: in the journal, or
+    through an async session's ``run_sync`` when a hook adds rows to the same transaction."""
+
+    settled: dict[tuple[str, str | None], list[int]]  # (state, error) -> delivery ids whose next time stays
+    retried: list[dict[str, Any]]  # rows to try again at ``b_next`` (``_RETRY``)
+    credit: dict[str, int]  # message id -> targets reached
+    given_up: set[str]  # messages with a target that gave up
+    watched: list[str]  # messages whose receipts' move to ``delivered`` someone is told of
+    now: datetime
+    attempt: int  # 1 when the outcomes are attempts, 0 for later confirmations
+
+    def record(self, connection: Connection) -> list[str]:
+        """Write everything; returns the ``watched`` messages whose receipts just became ``delivered``."""
+        for (state_value, error), ids in self.settled.items():
+            for i in range(0, len(ids), _IN_CHUNK):
+                connection.execute(
+                    update(_deliveries)
+                    .where(_deliveries.c.id.in_(ids[i : i + _IN_CHUNK]))
+                    .values(
+                        state=state_value,
+                        last_error=error,
+                        attempts=_deliveries.c.attempts + self.attempt,
+                        updated_at=self.now,
+                    )
+                )
+        if self.retried:
+            connection.execute(_RETRY, self.retried)
+        reached = self._credit_receipts(connection) if self.credit else []
+        if self.given_up:
+            self._fail_receipts(connection)
+        return reached
+
+    def _credit_receipts(self, connection: Connection) -> list[str]:
+        """Add the targets reached to each receipt; returns those of the ``watched`` messages whose receipts
+        just became ``delivered`` (from ``queued``, or ``failed`` when a late confirmation arrives)."""
+        reached: list[str] = []
+        for i in range(0, len(self.watched), _IN_CHUNK):
+            moving = connection.scalars(
+                select(_receipts.c.message_id).where(
+                    _receipts.c.message_id.in_(self.watched[i : i + _IN_CHUNK]),
+                    _receipts.c.status.in_(("queued", "failed")),
+                )
+            )
+            reached += moving.all()
+        by_count: dict[int, list[str]] = defaultdict(list)  # targets reached -> messages
+        for message_id, n in self.credit.items():
+            by_count[n].append(message_id)
+        # a ``queued`` receipt (or a ``failed`` one, on a late confirmation) becomes ``delivered``
+        moved = case(
+            (_receipts.c.status.in_(("queued", "failed")), literal("delivered")), else_=_receipts.c.status
+        )
+        for n, message_ids in by_count.items():
+            for i in range(0, len(message_ids), _IN_CHUNK):
+                connection.execute(
+                    update(_receipts)
+                    .where(_receipts.c.message_id.in_(message_ids[i : i + _IN_CHUNK]))
+                    .values(
+                        delivered_count=_receipts.c.delivered_count + n, updated_at=self.now, status=moved
+                    )
+                )
+        return reached
+
+    def _fail_receipts(self, connection: Connection) -> None:
+        """A receipt still ``queued`` becomes ``failed`` once every target of its message has given up:
+        no delivery of the message itself is pending, waiting or sent (unconfirmed) any more."""
+        open_rows = (
+            select(_deliveries.c.id)
+            .where(
+                _deliveries.c.message_id == _receipts.c.message_id,
+                _deliveries.c.event == "",
+                _deliveries.c.state.in_(_STILL_OPEN),
+            )
+            .exists()
+        )
+        connection.execute(
+            update(_receipts)
+            .where(_receipts.c.message_id.in_(self.given_up), _receipts.c.status == "queued", ~open_rows)
+            .values(status="failed", updated_at=self.now)
+        )

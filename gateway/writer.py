@@ -6,7 +6,8 @@ falls behind, callers wait instead of memory growing.
 
 A row is a table and a dict of column values (``Row``), not an ORM object: building, instrumenting and
 inspecting three ORM objects per push cost more than their INSERTs. ``orm_row`` turns an ORM object
-into one for the rare caller that has one.
+into one for the rare caller that has one. A batch's transaction is one function handed to the journal
+(``gateway.storage.journal``), so its statements do not each wait for the event loop.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, insert, inspect
+from sqlalchemy import Connection, Table, insert, inspect
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.errors import Unavailable
 from gateway.storage.bulk import insert_rows
+from gateway.storage.journal import Journal
 from gateway.storage.models import Base, Delivery
 from gateway.storage.numbering import reserve_delivery_ids
 
@@ -39,8 +40,8 @@ _DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
 
 
 class GroupCommitWriter:
-    def __init__(self, sessions: async_sessionmaker[Any], queue_size: int, write_turn: asyncio.Lock) -> None:
-        self._sessions = sessions
+    def __init__(self, journal: Journal, queue_size: int, write_turn: asyncio.Lock) -> None:
+        self._journal = journal
         self._write_turn = write_turn  # shared with the outbox (``gateway.core``)
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=queue_size)
         self.commits = 0  # transactions committed, for metrics and the benchmark
@@ -103,38 +104,9 @@ class GroupCommitWriter:
             self._settle(future)
 
     async def _transaction(self, groups: list[Sequence[Row]]) -> None:
-        """Insert the groups' rows with one bulk INSERT per table and set of columns given
-        (``gateway.storage.bulk``). Tables are inserted in the order they first appear in a group, so a
-        group lists parents first."""
-        tables: dict[tuple[Table, frozenset[str]], list[dict[str, Any]]] = {}
-        for rows in groups:
-            for table, values in rows:
-                tables.setdefault((table, frozenset(values)), []).append(values)
-        async with self._write_turn, self._sessions() as session:
-            written = False
-            for (table, _), batch in tables.items():
-                if table is _DELIVERIES and "id" not in batch[0]:
-                    await self._insert_deliveries(session, batch, written=written)
-                else:
-                    await insert_rows(session, table, batch)
-                written = True
-            await session.commit()
+        async with self._write_turn:
+            await self._journal.run(lambda connection: _insert_groups(connection, groups))
         self.commits += 1
-
-    @staticmethod
-    async def _insert_deliveries(session: Any, batch: list[dict[str, Any]], *, written: bool) -> None:
-        """Insert deliveries without ids and write each one's id into its dict (callers make jobs of them)."""
-        first = await reserve_delivery_ids(session, len(batch)) if written else None
-        if first is not None:
-            for number, values in enumerate(batch, first):
-                values["id"] = number
-            await insert_rows(session, _DELIVERIES, batch)
-            return
-        ids = await session.scalars(
-            insert(_DELIVERIES).returning(_DELIVERIES.c.id, sort_by_parameter_order=True), batch
-        )
-        for values, number in zip(batch, ids.all(), strict=True):
-            values["id"] = number
 
     @staticmethod
     def _settle(future: asyncio.Future[None], *, error: bool = False) -> None:
@@ -146,6 +118,38 @@ class GroupCommitWriter:
             )
         else:
             future.set_result(None)
+
+
+def _insert_groups(connection: Connection, groups: list[Sequence[Row]]) -> None:
+    """Insert the groups' rows with one bulk INSERT per table and set of columns given
+    (``gateway.storage.bulk``). Tables are inserted in the order they first appear in a group, so a group
+    lists parents first. Deliveries without ids get theirs written into their dicts (callers make jobs of
+    them)."""
+    tables: dict[tuple[Table, frozenset[str]], list[dict[str, Any]]] = {}
+    for rows in groups:
+        for table, values in rows:
+            tables.setdefault((table, frozenset(values)), []).append(values)
+    written = False
+    for (table, _), batch in tables.items():
+        if table is _DELIVERIES and "id" not in batch[0]:
+            _insert_deliveries(connection, batch, written=written)
+        else:
+            insert_rows(connection, table, batch)
+        written = True
+
+
+def _insert_deliveries(connection: Connection, batch: list[dict[str, Any]], *, written: bool) -> None:
+    first = reserve_delivery_ids(connection) if written else None
+    if first is not None:
+        for number, values in enumerate(batch, first):
+            values["id"] = number
+        insert_rows(connection, _DELIVERIES, batch)
+        return
+    ids = connection.scalars(
+        insert(_DELIVERIES).returning(_DELIVERIES.c.id, sort_by_parameter_order=True), batch
+    )
+    for values, number in zip(batch, ids.all(), strict=True):
+        values["id"] = number
 
 
 def orm_row(obj: Base) -> Row:

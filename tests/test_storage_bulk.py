@@ -45,8 +45,12 @@ async def test_rows_match_sqlalchemys_insert_across_chunk_sizes(tmp_path: Path) 
                     for m in messages
                 ]
                 if way == "bulk":
-                    await insert_rows(session, _MESSAGES, messages)
-                    await insert_rows(session, _DELIVERIES, deliveries)
+                    await session.run_sync(
+                        lambda sync, m=messages: insert_rows(sync.connection(), _MESSAGES, m)
+                    )
+                    await session.run_sync(
+                        lambda sync, d=deliveries: insert_rows(sync.connection(), _DELIVERIES, d)
+                    )
                 else:
                     await session.execute(insert(_MESSAGES), messages)
                     await session.execute(insert(_DELIVERIES), deliveries)

@@ -20,13 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Connection, Table, insert
 from sqlalchemy.engine import Dialect
 
 __all__ = ["insert_rows"]
 
-# Rows per statement at most. Each statement is a few thread hops with aiosqlite, so a batch goes out in as
-# few as the variable limit allows; SQLite prepares a statement of any length at about 1 µs per row.
+# Rows per statement at most: a batch goes out in as few statements as the variable limit allows; SQLite
+# prepares a statement of any length at about 1 µs per row.
 _LARGEST_CHUNK = 1000
 _SQLITE_MAX_VARIABLES = 32_766  # SQLITE_MAX_VARIABLE_NUMBER since SQLite 3.32
 
@@ -57,16 +57,15 @@ _plans: weakref.WeakKeyDictionary[Dialect, dict[tuple[Table, frozenset[str]], _P
 )
 
 
-async def insert_rows(session: Any, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert ``rows`` (all with the same keys) into ``table`` within ``session``'s transaction."""
+def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` (all with the same keys) into ``table`` within ``connection``'s transaction."""
     if not rows:
         return
-    dialect = session.get_bind().dialect
+    dialect = connection.dialect
     plan = _plan(table, frozenset(rows[0]), dialect) if dialect.name == "sqlite" else None
     if plan is None:
-        await session.execute(insert(table), list(rows))
+        connection.execute(insert(table), list(rows))
         return
-    connection = await session.connection()
     start = 0
     while start < len(rows):
         chunk = rows[start : start + plan.largest]
@@ -81,7 +80,7 @@ async def insert_rows(session: Any, table: Table, rows: Sequence[dict[str, Any]]
                 else:
                     value = None
                 values.append(value if column.process is None else column.process(value))
-        await connection.exec_driver_sql(plan.sql(len(chunk)), tuple(values))
+        connection.exec_driver_sql(plan.sql(len(chunk)), tuple(values))
 
 
 def _plan(table: Table, keys: frozenset[str], dialect: Dialect) -> _Plan | None:

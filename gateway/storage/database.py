@@ -12,19 +12,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from gateway.config import StorageConfig
 from gateway.errors import ConfigError, SchemaError
 
 __all__ = [
     "create_engine",
+    "create_journal_engine",
     "current_revision",
     "head_revision",
     "session_factory",
@@ -49,25 +52,49 @@ def create_engine(config: StorageConfig) -> AsyncEngine:
     url = make_url(config.resolved_database_url())
     if url.get_backend_name() != "sqlite":
         return create_async_engine(url, pool_pre_ping=True, json_serializer=to_json)
-
-    synchronous = config.sqlite_synchronous.upper()
-    if synchronous not in _SYNC_LEVELS:
-        raise ConfigError(f"[storage] sqlite_synchronous must be one of {sorted(_SYNC_LEVELS)}")
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(
         url, connect_args={"timeout": config.sqlite_busy_timeout}, json_serializer=to_json
     )
+    event.listen(engine.sync_engine, "connect", _sqlite_pragmas(config))
+    return engine
 
-    @event.listens_for(engine.sync_engine, "connect")
-    def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+
+def create_journal_engine(config: StorageConfig) -> Engine | None:
+    """The journal's own connection (``gateway.storage.journal``) to a SQLite file: the standard library's
+    driver, used from the journal's one thread, with the same pragmas and busy timeout as the async
+    engine's. ``None`` for other databases and for SQLite in memory (a second connection would not see it)."""
+    url = make_url(config.resolved_database_url())
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    engine = sqlalchemy.create_engine(
+        url.set(drivername="sqlite"),
+        poolclass=QueuePool,
+        pool_size=1,
+        max_overflow=0,
+        connect_args={"timeout": config.sqlite_busy_timeout, "check_same_thread": False},
+        json_serializer=to_json,
+    )
+    event.listen(engine, "connect", _sqlite_pragmas(config))
+    return engine
+
+
+def _sqlite_pragmas(config: StorageConfig) -> Any:
+    """The connect hook of every SQLite connection: WAL (readers never block the writer), the configured
+    ``synchronous`` level, foreign keys on."""
+    synchronous = config.sqlite_synchronous.upper()
+    if synchronous not in _SYNC_LEVELS:
+        raise ConfigError(f"[storage] sqlite_synchronous must be one of {sorted(_SYNC_LEVELS)}")
+
+    def pragmas(dbapi_conn: Any, _record: Any) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    return engine
+    return pragmas
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:

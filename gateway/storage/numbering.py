@@ -11,19 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from gateway.storage.models import Delivery
 
 __all__ = ["number_new_deliveries", "reserve_delivery_ids"]
 
 
-async def reserve_delivery_ids(session: Any, count: int) -> int | None:
-    """The first of ``count`` free consecutive delivery ids, or ``None`` where the database numbers rows
-    itself. Only for a transaction that has written already: the write lock makes the ids safe."""
-    if session.get_bind().dialect.name != "sqlite":
+def reserve_delivery_ids(connection: Connection) -> int | None:
+    """The first of the free delivery ids (all after it are free too), or ``None`` where the database
+    numbers rows itself. Only for a transaction that has written already: the write lock makes them safe."""
+    if connection.dialect.name != "sqlite":
         return None
-    top = await session.scalar(select(func.max(Delivery.id)))
+    top = connection.scalar(select(func.max(Delivery.id)))
     return (top or 0) + 1
 
 
@@ -39,7 +39,7 @@ async def number_new_deliveries(session: Any, *, written: bool = False) -> None:
     for row in new:
         session.expunge(row)
     await session.flush()
-    first = await reserve_delivery_ids(session, len(new))
+    first = await session.run_sync(lambda sync: reserve_delivery_ids(sync.connection()))
     if first is not None:
         for number, row in enumerate(new, first):
             row.id = number
