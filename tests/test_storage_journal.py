@@ -61,9 +61,9 @@ async def test_other_databases_run_the_same_function_through_the_async_engine() 
     engine = database.create_engine(config)
     journal = Journal(engine)
     try:
-        await journal.run(lambda c: c.execute(text("CREATE TABLE t (n INTEGER)")) and None)
 
         def fill(connection: Connection) -> int:
+            connection.execute(text("CREATE TABLE t (n INTEGER)"))
             connection.execute(text("INSERT INTO t VALUES (1), (2)"))
             return int(connection.execute(text("SELECT sum(n) FROM t")).scalar_one())
 
