@@ -414,6 +414,15 @@ class PushgateBroker(Broker):
                 self._gateway.outbox.wake_waiting()
         return code
 
+    async def _del_all_subscriptions(self, session: Session) -> None:
+        """Replaces ``Broker._del_all_subscriptions``, which tried every filter in the broker against the
+        ending session: with a filter per device, 2,000 sessions ending (a Wi-Fi outage, a restart of the
+        devices) made 4 million calls, seconds in which the event loop served nobody. Only the session's
+        own filters are visited here; a filter nobody holds any more leaves upstream's dict as before."""
+        for topic_filter in self._tree.filters_of(session.client_id or ""):
+            if self._del_subscription(topic_filter, session) and not self._subscriptions.get(topic_filter):
+                self._subscriptions.pop(topic_filter, None)
+
     def _del_subscription(self, a_filter: str, session: Session) -> int:
         """Extends ``Broker._del_subscription`` (also reached through ``_del_all_subscriptions`` and
         ``_delete_session``) to keep the topic tree in step with upstream's dict."""

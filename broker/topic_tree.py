@@ -30,11 +30,13 @@ class _Node(Generic[S]):
 class TopicTree(Generic[S]):
     """Filters to subscribers. ``S`` is whatever the broker keeps per subscriber (an amqtt ``Session``)."""
 
-    __slots__ = ("_root", "_count", "_routes")
+    __slots__ = ("_root", "_count", "_routes", "_filters")
 
     def __init__(self) -> None:
         self._root: _Node[S] = _Node()
         self._count = 0
+        # client id -> its filters, so a session's subscriptions are found without visiting every filter
+        self._filters: dict[str, set[str]] = {}
         # topic -> its matches, until the next subscription change: a device or a sensor publishes to the
         # same few topics again and again, so routing is usually one dict lookup
         self._routes: dict[str, list[tuple[str, S, int]]] = {}
@@ -50,6 +52,7 @@ class TopicTree(Generic[S]):
             node = node.children.setdefault(level, _Node())
         if client_id not in node.subscribers:
             self._count += 1
+            self._filters.setdefault(client_id, set()).add(topic_filter)
         node.subscribers[client_id] = (subscriber, qos)
         self._routes.clear()
 
@@ -66,6 +69,10 @@ class TopicTree(Generic[S]):
         if node.subscribers.pop(client_id, None) is None:
             return False
         self._count -= 1
+        filters = self._filters[client_id]
+        filters.discard(topic_filter)
+        if not filters:
+            del self._filters[client_id]
         self._routes.clear()
         for parent, level in reversed(path):
             child = parent.children[level]
@@ -78,6 +85,11 @@ class TopicTree(Generic[S]):
         self._root = _Node()
         self._count = 0
         self._routes.clear()
+        self._filters.clear()
+
+    def filters_of(self, client_id: str) -> tuple[str, ...]:
+        """The filters ``client_id`` is subscribed to (a copy: removing them while iterating is safe)."""
+        return tuple(self._filters.get(client_id, ()))
 
     def route(self, topic: str) -> list[tuple[str, S, int]]:
         """``match`` as a list, remembered until the subscriptions change (at most ``ROUTES_KEPT`` topics).

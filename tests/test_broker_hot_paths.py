@@ -24,6 +24,7 @@ from tests.brokers import (
     pushgate_broker,
     subscribe_packet,
 )
+from tests.conftest import until
 
 QUIET = 0.5  # seconds a bounded watch waits to see that nothing more arrives
 
@@ -215,6 +216,44 @@ async def test_cached_topic_push_makes_no_task_in_the_broker(tmp_path: Path) -> 
             assert len(made) < 50, made  # the core's own work is batched, not per message either
         finally:
             device.close()
+
+
+async def test_ending_sessions_take_only_their_own_subscriptions(tmp_path: Path) -> None:
+    """``_del_all_subscriptions`` visits the ending session's filters, not every filter in the broker (as
+    upstream did: quadratic in the number of devices when they all go at once); what others hold stays."""
+    async with pushgate_broker(tmp_path, max_connections=20) as under_test:
+        alice, broker = under_test.alice, under_test.broker
+        clients = [await connected(under_test.port, f"dev-{n}", alice) for n in range(12)]
+        try:
+            for n, client in enumerate(clients):
+                await subscribed(client, f"home/dev/{n}", 1)
+                await subscribed(client, "home/all", 0)
+            leaving, staying = clients[:6], clients[6:]
+            for client in leaving:
+                await client.send(b"\xe0\x00")  # DISCONNECT
+                client.close()
+
+            async def gone() -> bool:
+                return all(f"dev-{n}" not in broker._sessions for n in range(6))
+
+            await until(gone, "the clean sessions of the six that left to end")
+            assert not any(f"home/dev/{n}" in broker._subscriptions for n in range(6))
+            assert {s.client_id for s, _ in broker._subscriptions["home/all"]} == {
+                f"dev-{n}" for n in range(6, 12)
+            }
+            assert len(broker._tree) == 6 + 6 and broker._tree.filters_of("dev-0") == ()
+            writer = await connected(under_test.port, "writer", alice)
+            await writer.send(publish_packet("home/all", b"everyone"))
+            await publish_acked(writer, "home/dev/7", [b"seven"])
+            writer.close()
+            for n, client in enumerate(staying, 6):
+                packets = await publishes(client, 2 if n == 7 else 1)
+                assert sorted(p.publish_payload for p in packets) == sorted(
+                    [b"everyone", b"seven"] if n == 7 else [b"everyone"]
+                )
+        finally:
+            for client in clients:
+                client.close()
 
 
 def test_split_packets_keeps_the_incomplete_rest() -> None:

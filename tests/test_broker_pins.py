@@ -26,6 +26,8 @@ BROKER_NAMES = {
     "_publish_session_retained_messages": ["self", "session"],
     "_publish_retained_messages_for_subscription": ["self", "subscription", "session"],
     "_delete_session": ["self", "client_id"],
+    "_del_all_subscriptions": ["self", "session"],
+    "_del_subscription": ["self", "a_filter", "session"],
     "_get_handler": ["self", "session"],
     "_matches": ["self", "topic", "a_filter"],
     "add_subscription": ["self", "subscription", "session"],
@@ -119,6 +121,8 @@ def test_upstream_calls_the_overridden_steps() -> None:
         assert step in source, step
     assert "self._client_message_loop(client_session, handler)" in source
     assert "_publish_retained_messages_for_subscription" in source
+    for ends in (Broker._cleanup_session, Broker._delete_session):  # a session's subscriptions go with it
+        assert "self._del_all_subscriptions(session)" in inspect.getsource(ends)
 
 
 def test_adapter_internals_the_reader_and_writer_use() -> None:

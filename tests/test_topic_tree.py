@@ -58,6 +58,22 @@ def test_add_replaces_qos_and_remove_prunes() -> None:
     assert len(tree) == 0 and tree._root.children == {}
 
 
+def test_filters_of_a_client_follow_add_remove_and_clear() -> None:
+    """What ``PushgateBroker._del_all_subscriptions`` visits when a session ends: its own filters only."""
+    tree: TopicTree[str] = TopicTree()
+    tree.add("dev/1", "one", "s1", 1)
+    tree.add("shared/#", "one", "s1", 0)
+    tree.add("shared/#", "two", "s2", 0)
+    tree.add("shared/#", "one", "s1", 1)  # a new QoS, not a new filter
+    assert sorted(tree.filters_of("one")) == ["dev/1", "shared/#"]
+    assert tree.filters_of("two") == ("shared/#",) and tree.filters_of("nobody") == ()
+    for topic_filter in tree.filters_of("one"):  # a copy: removing while iterating is safe
+        assert tree.remove(topic_filter, "one")
+    assert tree.filters_of("one") == () and matches(tree, "shared/x") == {("two", 0)}
+    tree.clear()
+    assert tree.filters_of("two") == () and len(tree) == 0
+
+
 def test_agrees_with_amqtt_matcher_on_random_filters() -> None:
     """amqtt's ``Broker._matches`` is a straightforward (if slow) implementation: use it as the oracle."""
     rng = random.Random(7)
