@@ -567,8 +567,10 @@ class PushgateBroker(Broker):
         At CONNECT upstream calls this for every filter any session holds, and sends the matching retained
         messages without the ACL's receive check: a client could read retained messages of topics it may
         not read. Here only the session's own subscriptions count, and each retained topic is checked.
+        Another session's filter is dismissed by one set lookup: a reconnecting fleet makes this call
+        once per filter in the broker for each device that connects.
         """
-        if not self._retained_messages:
+        if not self._retained_messages or not self._tree.holds(session.client_id or "", subscription[0]):
             return
         topic_filter, _ = subscription
         granted = next(

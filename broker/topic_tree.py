@@ -87,6 +87,9 @@ class TopicTree(Generic[S]):
         self._routes.clear()
         self._filters.clear()
 
+    def holds(self, client_id: str, topic_filter: str) -> bool:
+        return topic_filter in self._filters.get(client_id, ())
+
     def filters_of(self, client_id: str) -> tuple[str, ...]:
         """The filters ``client_id`` is subscribed to (a copy: removing them while iterating is safe)."""
         return tuple(self._filters.get(client_id, ()))

@@ -67,6 +67,7 @@ def test_filters_of_a_client_follow_add_remove_and_clear() -> None:
     tree.add("shared/#", "one", "s1", 1)  # a new QoS, not a new filter
     assert sorted(tree.filters_of("one")) == ["dev/1", "shared/#"]
     assert tree.filters_of("two") == ("shared/#",) and tree.filters_of("nobody") == ()
+    assert tree.holds("two", "shared/#") and not tree.holds("two", "dev/1") and not tree.holds("x", "dev/1")
     for topic_filter in tree.filters_of("one"):  # a copy: removing while iterating is safe
         assert tree.remove(topic_filter, "one")
     assert tree.filters_of("one") == () and matches(tree, "shared/x") == {("two", 0)}
