@@ -7,7 +7,7 @@ expired or registered again meanwhile is honoured, without a query per attempt),
 endpoint:
 
 - the body is the JSON below, encrypted ``aes128gcm`` (RFC 8291) to the browser's ``p256dh`` and
-  ``auth`` (pywebpush's ``WebPusher.encode``: a fresh ECDH key and salt per request);
+  ``auth`` (``gateway.channels.webpush_encrypt``: a fresh ECDH key and salt per request);
   ``Authorization: vapid t=<JWT>, k=<public key>`` (RFC 8292) is signed with the gateway's VAPID key
   (``gateway.vapid.VapidTokens``): one JWT per push service origin (``sub`` from ``[webpush] subject``,
   ``aud`` the endpoint's origin, ``exp`` 12 hours on), reused until less than an hour of it is left and
