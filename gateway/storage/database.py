@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ def create_journal_engine(config: StorageConfig) -> Engine | None:
     return engine
 
 
-def _sqlite_pragmas(config: StorageConfig) -> Any:
+def _sqlite_pragmas(config: StorageConfig) -> Callable[[Any, Any], None]:
     """The connect hook of every SQLite connection: WAL (readers never block the writer), the configured
     ``synchronous`` level, foreign keys on."""
     synchronous = config.sqlite_synchronous.upper()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -27,8 +26,6 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["Journal", "Transaction"]
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # A write transaction: statements on a connection whose transaction the journal begins and commits.
