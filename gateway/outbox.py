@@ -440,8 +440,10 @@ class Outbox:
                 topics[job.message_id] = job.topic
             elif state in _GIVEN_UP:
                 given_up.add(job.message_id)
-        listened = await self._on_delivered.listened(set(topics.values())) if self._on_delivered else set()
-        watched = [message_id for message_id, topic in topics.items() if topic in listened]
+        watched: list[str] = []
+        if topics and self._on_delivered is not None:  # only credited messages can become delivered
+            listened = await self._on_delivered.listened(set(topics.values()))
+            watched = [message_id for message_id, topic in topics.items() if topic in listened]
         outcomes = _Outcomes(settled, retried, credit, given_up, watched, now, int(attempt))
         if not watched:  # nobody is told of delivered receipts: one hand-off to the journal
             async with self._write_turn:
