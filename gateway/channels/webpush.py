@@ -30,14 +30,16 @@ What an answer means (``Outcome``): 2xx (201, 202) is sent and counts the device
 receipt; 404 and 410 mean the subscription is gone: the device is marked ``expired`` at once (no further
 message is sent to it; registering it again revives it) and the row ``failed``; 408, 429 and 5xx, a
 timeout or a connection error are tried again (``[webpush]`` backoff, ``Retry-After`` honoured, seconds
-or an HTTP date); any other 4xx is a permanent failure, recorded with the service's answer.
+or an HTTP date); any other 4xx is a permanent failure, recorded with the service's answer. A
+subscription that cannot be sent to at all (a ``p256dh`` that is not a P-256 point, an endpoint path HTTP
+cannot carry) fails at once.
 
-Endpoints are https (checked at registration), verified against the system's CAs plus ``[webpush]
-ca_file``. The SSRF rules are the webhooks' (``UrlGuard``, with ``[webpush] allowed_hosts``): an endpoint
-with an address for a host is checked before the request, a host name at the moment it is resolved for a
-new connection (the resolver of the HTTP client asks the guard, so what is checked is what is connected
-to). Connections are kept alive per host name: a push service is a few hosts serving many subscriptions.
-Nothing logged or stored carries an endpoint's path or a subscription key: each is a capability.
+Requests go through ``gateway.channels.push_http``: HTTP/1.1 over TLS, connections kept alive per host
+(a push service is a few hosts serving many subscriptions), certificates verified against the system's
+CAs plus ``[webpush] ca_file``. Endpoints are https (checked at registration). The SSRF rules are the
+webhooks' (``UrlGuard``, with ``[webpush] allowed_hosts``), asked for every new connection with the
+addresses it would use, so what is checked is what is connected to. Nothing logged or stored carries an
+endpoint's path or a subscription key: each is a capability.
 
 Per request the work is the encryption (``gateway.channels.webpush_encrypt``: a subscription's keys are
 decoded once), the request and little else: the subscription is read from memory, the VAPID header is
@@ -48,10 +50,8 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import ipaddress
 import json
 import logging
-import socket
 import ssl
 import time
 from collections import OrderedDict
@@ -61,12 +61,11 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.channels import Job, Outcome, State
+from gateway.channels.push_http import HttpError, Origin, PushHttp
 from gateway.channels.webhook import UrlGuard, UrlRefused
 from gateway.channels.webpush_encrypt import Encryptor
 from gateway.config import WebPushConfig
@@ -87,6 +86,7 @@ log = logging.getLogger(__name__)
 MAX_PLAINTEXT = 4096 - 86 - 1 - 16
 URGENCY = {"lowest": "very-low", "low": "low", "normal": "normal", "high": "high", "urgent": "high"}
 _PAYLOAD_KEYS = ("id", "receipt_id", "topic", "title", "message", "priority", "tags", "click_url")
+_SENT = Outcome(State.SENT, delivered=1)
 _RETRIED = frozenset({408, 429})
 _GONE = frozenset({404, 410})
 _MESSAGE_CACHE = 1024  # messages' ttl and payload kept in memory: a fan-out reads its message once
@@ -152,43 +152,18 @@ class _MessageInfo:
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    """An endpoint's origin (the JWT's ``aud``) and its host when that is an IP address (checked by the
-    guard before each request)."""
+    """What the requests to one push service origin share: where to connect (``Origin``), the VAPID JWT's
+    audience, and where an endpoint's path starts (after ``scheme://netloc``)."""
 
-    origin: str
-    literal_host: str | None
+    origin: Origin
+    audience: str
+    path_at: int
 
 
 def _hint(endpoint: str) -> str:
     """The endpoint's origin, which tells services apart; its path is the capability and is never shown."""
     parts = urlsplit(endpoint)
     return f"{parts.scheme}://{parts.netloc}/..."
-
-
-class _GuardedResolver(AbstractResolver):
-    """Resolves push service host names through ``UrlGuard``: a refused address is never connected to."""
-
-    def __init__(self, guard: UrlGuard) -> None:
-        self._guard = guard
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        addresses = await self._guard.check(f"https://{host}:{port}/")
-        return [
-            {
-                "hostname": host,
-                "host": address,
-                "port": port,
-                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
-            }
-            for address in addresses
-        ]
-
-    async def close(self) -> None:
-        return None
 
 
 class WebPushChannel:
@@ -212,13 +187,11 @@ class WebPushChannel:
         self._expire = expire
         self._subscription = subscription
         self._messages: OrderedDict[str, asyncio.Future[_MessageInfo | None]] = OrderedDict()
-        self._literal_checked: dict[str, UrlRefused | None] = {}  # IP-literal hosts: the answer never changes
         self._targets: OrderedDict[str, _Target] = OrderedDict()  # by scheme://netloc
         self._encryptor = Encryptor()
         self._key: VapidKey | None = None
         self._tokens: VapidTokens | None = None
-        self._client: aiohttp.ClientSession | None = None
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
+        self._http: PushHttp | None = None
         self.retry = RetryPolicy(config.backoff_base, config.backoff_max, config.max_attempts)
 
     @property
@@ -239,15 +212,12 @@ class WebPushChannel:
             raise ConfigError(f"[webpush] subject {subject!r} is refused: {exc}") from exc
         self._tokens = VapidTokens(self._key, subject)
         tls = await asyncio.to_thread(_tls_context, self._config.ca_file)
-        connector = aiohttp.TCPConnector(
-            resolver=_GuardedResolver(self._guard), ssl=tls, limit=max(1, self._config.concurrency)
-        )
-        self._client = aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=False)
+        self._http = PushHttp(tls, self._guard, self._config.timeout)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        if self._http is not None:
+            self._http.close()
+            self._http = None
 
     async def subscribers(self, topic: str) -> int:
         return 0  # a targeted lane: the publish pipeline counts its devices
@@ -271,28 +241,17 @@ class WebPushChannel:
     async def _send(
         self, job: Job, endpoint: str, p256dh: str, auth: str, info: _MessageInfo, ttl: int
     ) -> Outcome:
-        tokens, client = self._started()
-        error, retry_after = "", None
+        tokens, http = self._started()
         try:
             target = self._target(endpoint)
-            if target.literal_host is not None:
-                await self._check_literal(target.literal_host, endpoint)
             body = self._encryptor.encrypt(p256dh, auth, info.data or b"")
-            headers = {
-                "TTL": str(ttl),
-                "Content-Encoding": "aes128gcm",
-                "Urgency": info.urgency,
-                "Authorization": tokens.header(target.origin, time.time()),
-            }
-            # The session's timeout (``[webpush] timeout``) bounds the whole request: connecting (and the
-            # guard's check of the resolved address), sending and reading the answer.
-            async with client.post(endpoint, data=body, headers=headers) as response:
-                answer = await response.read()  # to the end, so the connection is kept alive
-                status = response.status
-                if not 200 <= status < 300:
-                    text = answer.decode(errors="replace")
-                    error = f"Push failed: {status} {response.reason}\nResponse body:{text}"
-                    retry_after = response.headers.get("Retry-After")
+            headers = (
+                f"TTL: {ttl}\r\nContent-Encoding: aes128gcm\r\nUrgency: {info.urgency}\r\n"
+                f"Authorization: {tokens.header(target.audience, time.time())}\r\n"
+            )
+            path = endpoint[target.path_at :].partition("#")[0] or "/"
+            request = target.origin.head(path, headers, len(body)) + body
+            response = await http.post(target.origin, request)
         except UrlRefused as exc:
             error = exc.message.replace("webhooks may not call", "Web Push may not use").replace(
                 "[webhooks]", "[webpush]"
@@ -300,12 +259,19 @@ class WebPushChannel:
             return Outcome(State.PENDING if exc.temporary else State.FAILED, error=error)
         except TimeoutError:
             return Outcome(State.PENDING, error=f"no answer within {self._config.timeout:g}s")
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
+        except (HttpError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}".replace(endpoint, _hint(endpoint))
             return Outcome(State.PENDING, error=error[:_ERROR_CHARS])
+        except ValueError as exc:  # a key that is not a P-256 point, a path HTTP cannot carry
+            return Outcome(State.FAILED, error=f"the subscription cannot be sent to: {exc}")
+        status = response.status
         if 200 <= status < 300:
-            return Outcome(State.SENT, delivered=1)
-        return await self._refused(job, status, error.replace(endpoint, _hint(endpoint)), retry_after)
+            return _SENT
+        text = response.body.decode(errors="replace")
+        error = f"Push failed: {status} {response.reason}\nResponse body:{text}"
+        return await self._refused(
+            job, status, error.replace(endpoint, _hint(endpoint)), response.retry_after
+        )
 
     async def _refused(self, job: Job, status: int, text: str, retry_after: str | None) -> Outcome:
         """What a push service's answer other than 2xx means for the delivery and the device."""
@@ -318,43 +284,28 @@ class WebPushChannel:
         log.warning("web push to device %s refused with HTTP %d; not retried", job.target, status)
         return Outcome(State.FAILED, error=text)
 
-    def _started(self) -> tuple[VapidTokens, aiohttp.ClientSession]:
-        if self._tokens is None or self._client is None:
+    def _started(self) -> tuple[VapidTokens, PushHttp]:
+        if self._tokens is None or self._http is None:
             raise RuntimeError("WebPushChannel.start() was not called")
-        return self._tokens, self._client
+        return self._tokens, self._http
 
     def _target(self, endpoint: str) -> _Target:
-        """The endpoint's origin and address host, kept per origin (``_TARGETS`` of them)."""
+        """The endpoint's origin, kept per origin (``_TARGETS`` of them)."""
         # https://host[:port]/path: the origin is what precedes the path's first slash.
         slash = endpoint.find("/", 8)
-        origin = endpoint if slash < 0 else endpoint[:slash]
-        target = self._targets.get(origin)
+        prefix = endpoint if slash < 0 else endpoint[:slash]
+        target = self._targets.get(prefix)
         if target is not None:
             return target
         parts = urlsplit(endpoint)
-        host = parts.hostname or ""
-        try:
-            ipaddress.ip_address(host)
-            literal: str | None = host
-        except ValueError:
-            literal = None  # a name: checked by the resolver when a connection is made
-        target = _Target(f"{parts.scheme}://{parts.netloc}", literal)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError("the endpoint is not an https:// URL with a host")
+        netloc = parts.netloc.rpartition("@")[2]  # no user information in Host:
+        target = _Target(Origin(parts.hostname, parts.port or 443, netloc), f"https://{netloc}", len(prefix))
         if len(self._targets) >= _TARGETS:
             self._targets.popitem(last=False)
-        self._targets[origin] = target
+        self._targets[prefix] = target
         return target
-
-    async def _check_literal(self, host: str, endpoint: str) -> None:
-        """An endpoint whose host is an address is not resolved, so the guard sees it here."""
-        if host not in self._literal_checked:
-            try:
-                await self._guard.check(endpoint)
-                self._literal_checked[host] = None
-            except UrlRefused as exc:
-                self._literal_checked[host] = exc
-        refused = self._literal_checked[host]
-        if refused is not None:
-            raise refused
 
     async def _message(self, job: Job) -> _MessageInfo | None:
         """The message's ttl, creation time and payload: read and built once per message (messages never
