@@ -111,7 +111,7 @@ class Gateway:
             self.targets.webpush_subscription,
         )
         self.outbox.add_channel(
-            self.webpush, broadcast=False, retry=self.webpush.retry, concurrency=push.concurrency
+            self.webpush, broadcast=False, retry=self.webpush.retry, concurrency=self.webpush.jobs_at_once
         )
         self.actions = Actions(
             self.sessions, self.access, self.outbox, self.webhooks, homeassistant=self.homeassistant

@@ -389,7 +389,9 @@ async def test_sigkill_mid_fan_out_loses_no_device_and_resends_only_unrecorded(
             assert pushed.status_code == 200 and pushed.json()["subscribers"] == FAN_OUT
             message_id = pushed.json()["id"]
             receipt_id = pushed.json()["receipt_id"]
-        # Some answered sends are recorded (the outbox records them in batches), the held ones cannot be.
+        # The service has answered KILL_AT requests and holds the rest; some answered sends are recorded
+        # (the outbox records them in batches), the held ones cannot be.
+        await service.wait_for(lambda: len(service.received) > KILL_AT, "the fan-out to reach the hold")
         await until(lambda: _sent_rows(storage, message_id), "some sends to be recorded")
         first.proc.kill()  # SIGKILL, mid fan-out
         await asyncio.wait_for(first.proc.wait(), TIMEOUT)

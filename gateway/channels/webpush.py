@@ -41,9 +41,13 @@ webhooks' (``UrlGuard``, with ``[webpush] allowed_hosts``), asked for every new 
 addresses it would use, so what is checked is what is connected to. Nothing logged or stored carries an
 endpoint's path or a subscription key: each is a capability.
 
-Per request the work is the encryption (``gateway.channels.webpush_encrypt``: a subscription's keys are
-decoded once), the request and little else: the subscription is read from memory, the VAPID header is
-reused, and a message's ttl and payload are read and built once for its whole fan-out.
+Per request the work is the encryption and the request, and little else: the subscription is read from
+memory, the VAPID header is reused, and a message's ttl and payload are read and built once for its
+whole fan-out. Most of the encryption's CPU is the key agreement (two P-256 scalar multiplications), made
+in a helper process (``gateway.channels.webpush_ecdh``) while the event loop goes on; the rest
+(``gateway.channels.webpush_encrypt.seal``) is done here. So that the helper is kept busy, the lane works
+on ``jobs_at_once`` jobs (four per request in flight), while at most ``[webpush] concurrency`` requests
+are in flight.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from gateway.channels import Job, Outcome, State
 from gateway.channels.push_http import HttpError, Origin, PushHttp
 from gateway.channels.webhook import UrlGuard, UrlRefused
+from gateway.channels.webpush_ecdh import KeyAgreements
 from gateway.channels.webpush_encrypt import Encryptor
 from gateway.config import WebPushConfig
 from gateway.envelope import as_utc
@@ -87,6 +92,7 @@ MAX_PLAINTEXT = 4096 - 86 - 1 - 16
 URGENCY = {"lowest": "very-low", "low": "low", "normal": "normal", "high": "high", "urgent": "high"}
 _PAYLOAD_KEYS = ("id", "receipt_id", "topic", "title", "message", "priority", "tags", "click_url")
 _SENT = Outcome(State.SENT, delivered=1)
+_JOBS_PER_REQUEST = 4  # jobs the lane works on at once, per request in flight (``jobs_at_once``)
 _RETRIED = frozenset({408, 429})
 _GONE = frozenset({404, 410})
 _MESSAGE_CACHE = 1024  # messages' ttl and payload kept in memory: a fan-out reads its message once
@@ -188,10 +194,15 @@ class WebPushChannel:
         self._subscription = subscription
         self._messages: OrderedDict[str, asyncio.Future[_MessageInfo | None]] = OrderedDict()
         self._targets: OrderedDict[str, _Target] = OrderedDict()  # by scheme://netloc
-        self._encryptor = Encryptor()
+        self._agreements = KeyAgreements()
+        self._encryptor = Encryptor(self._agreements)
         self._key: VapidKey | None = None
         self._tokens: VapidTokens | None = None
         self._http: PushHttp | None = None
+        self._requests = asyncio.Semaphore(max(1, config.concurrency))
+        # The lane works on more jobs than there are requests in flight: a job waits for its key agreement
+        # (``KeyAgreements``, in the helper process) without holding one of the requests.
+        self.jobs_at_once = max(1, config.concurrency) * _JOBS_PER_REQUEST
         self.retry = RetryPolicy(config.backoff_base, config.backoff_max, config.max_attempts)
 
     @property
@@ -218,6 +229,7 @@ class WebPushChannel:
         if self._http is not None:
             self._http.close()
             self._http = None
+        await self._agreements.close()
 
     async def subscribers(self, topic: str) -> int:
         return 0  # a targeted lane: the publish pipeline counts its devices
@@ -244,14 +256,15 @@ class WebPushChannel:
         tokens, http = self._started()
         try:
             target = self._target(endpoint)
-            body = self._encryptor.encrypt(p256dh, auth, info.data or b"")
+            body = await self._encryptor.encrypt(p256dh, auth, info.data or b"")
             headers = (
                 f"TTL: {ttl}\r\nContent-Encoding: aes128gcm\r\nUrgency: {info.urgency}\r\n"
                 f"Authorization: {tokens.header(target.audience, time.time())}\r\n"
             )
             path = endpoint[target.path_at :].partition("#")[0] or "/"
             request = target.origin.head(path, headers, len(body)) + body
-            response = await http.post(target.origin, request)
+            async with self._requests:  # at most ``[webpush] concurrency`` in flight
+                response = await http.post(target.origin, request)
         except UrlRefused as exc:
             error = exc.message.replace("webhooks may not call", "Web Push may not use").replace(
                 "[webhooks]", "[webpush]"
