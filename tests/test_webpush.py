@@ -13,7 +13,7 @@ import stat
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -31,6 +31,7 @@ from tests.conftest import TIMEOUT, Server, until, user
 from tests.process import gateway_env, pushgate, start_gateway
 from tests.webpush_service import PushService, unb64url
 
+T = TypeVar("T")
 PAYLOAD_KEYS = {
     "id",
     "receipt_id",
@@ -393,15 +394,18 @@ async def test_sigkill_mid_fan_out_loses_no_device_and_resends_only_unrecorded(
         # (the outbox records them in batches), the held ones cannot be.
         await service.wait_for(lambda: len(service.received) > KILL_AT, "the fan-out to reach the hold")
         await until(lambda: _sent_rows(storage, message_id), "some sends to be recorded")
+        pid = first.proc.pid
+        helpers = await until(lambda: _now(_children(pid)), "the key agreement helper to run")
         first.proc.kill()  # SIGKILL, mid fan-out
         await asyncio.wait_for(first.proc.wait(), TIMEOUT)
+        await until(lambda: _now(not any(_running(pid) for pid in helpers)), "the helper to end with it")
     finally:
         assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
         service.release()
     runner = service._runner
     assert runner is not None and runner.server is not None
     server = runner.server
-    await until(lambda: _true(not server.connections), "the killed gateway's connections to close")
+    await until(lambda: _now(not server.connections), "the killed gateway's connections to close")
     at_kill = await _deliveries(storage, message_id)
     sent_before = Counter(r.subscriber for r in service.received)
     recorded = {device for device, row in at_kill.items() if row.state == "sent"}
@@ -435,11 +439,24 @@ async def test_sigkill_mid_fan_out_loses_no_device_and_resends_only_unrecorded(
             assert sent_before[name] <= 1, name
 
 
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie, ended but not reaped yet, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 async def _sent_rows(config: Config, message_id: str) -> int:
     return sum(row.state == "sent" for row in (await _deliveries(config, message_id)).values())
 
 
-async def _true(value: bool) -> bool:
+async def _now(value: T) -> T:
+    """``value`` as an awaitable, for ``until``."""
     return value
 
 
