@@ -120,7 +120,7 @@ async def test_the_request_on_the_wire_and_the_connection_kept_for_the_next(serv
     assert first == Response(201, "Created", None, b"") and second.status == 201
     one, two = service.script.received
     assert one.head == (
-        b"POST /push/abc?x=1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: 6\r\n"
+        b"POST /push/abc?x=1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUser-Agent: pushgate\r\nContent-Length: 6\r\n"
         b"TTL: 60\r\nContent-Encoding: aes128gcm\r\n\r\n" % service.port
     )
     assert one.body == b"\x00\x01body" and two.body == b"two"

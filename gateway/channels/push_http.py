@@ -9,7 +9,7 @@ asyncio's. What is here is only what a push service needs, and nothing more is a
 
 - ``POST`` with a ``Content-Length`` body; the request head is built from the endpoint's origin and path
   (a path with a control character or a space is refused: it could not be sent without changing the
-  request) and the caller's headers;
+  request), ``User-Agent: pushgate`` and the caller's headers;
 - the status, its reason, ``Retry-After`` and at most ``MAX_BODY`` bytes of the body are kept; a head of
   more than ``MAX_HEAD`` bytes or a body of more than ``MAX_READ`` closes the connection with an error;
 - connections are kept per ``host:port`` and reused while the server keeps them alive (HTTP/1.1's default;
@@ -70,7 +70,8 @@ class Origin(NamedTuple):
         if not path.isascii() or _UNSAFE.search(path):
             raise ValueError("the endpoint's path has a space, a control character or a non-ASCII one")
         return (
-            f"POST {path} HTTP/1.1\r\nHost: {self.netloc}\r\nContent-Length: {length}\r\n{headers}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {self.netloc}\r\nUser-Agent: pushgate\r\n"
+            f"Content-Length: {length}\r\n{headers}\r\n"
         ).encode("ascii")
 
 
