@@ -169,6 +169,17 @@ async def test_a_long_body_is_kept_only_in_part_and_the_connection_stays_usable(
     http.close()
 
 
+async def test_a_large_answer_read_in_one_piece_with_its_head_is_accepted(service: Service) -> None:
+    """The head's limit is on the head: a body past it, arriving with the head, is no error."""
+    body = b"y" * (MAX_HEAD * 2)
+    service.script.answers = [b"HTTP/1.1 503 Busy\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)]
+    http = service.client()
+    origin = service.origin()
+    answer = await http.post(origin, request(origin))
+    http.close()
+    assert answer.status == 503 and answer.body == b"y" * MAX_BODY
+
+
 async def test_connection_close_is_honoured(service: Service) -> None:
     service.script.answers = [b"HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"]
     http = service.client()
@@ -236,7 +247,8 @@ async def test_no_answer_times_out_and_the_connection_is_not_reused(service: Ser
 @pytest.mark.parametrize(
     ("answer", "error"),
     [
-        (b"HTTP/1.1 200 OK\r\nX-Filler: " + b"a" * MAX_HEAD + b"\r\n\r\n", "larger than"),
+        (b"HTTP/1.1 200 OK\r\nX-Filler: " + b"a" * MAX_HEAD + b"\r\n\r\n", "head is larger than"),
+        (b"HTTP/1.1 200 OK\r\nX-Filler: " + b"a" * (MAX_HEAD * 3), "head is larger than"),  # never ends
         (b"SMTP ready\r\n\r\n", "unreadable"),
         (b"HTTP/1.1 201 Created\r\nContent-Length: 10\r\n\r\nabc", "in the middle of the answer"),
     ],

@@ -85,9 +85,9 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[Response] | None = None
         self._received = 0
+        self._head = 0  # bytes of the status line and headers
         self._reason = b""
         self._retry_after: bytes | None = None
-        self._header = b""
         self._body = bytearray()
         self._headers_done = False
         self._keep_alive = True
@@ -109,19 +109,23 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._received += len(data)
-        limit = MAX_HEAD + MAX_READ if self._headers_done else MAX_HEAD
         try:
-            if self._received > limit:
-                raise HttpError(f"the answer is larger than {limit} bytes")
             self._parser.feed_data(data)
-        except (httptools.HttpParserError, HttpError) as exc:
-            self.abort(exc if isinstance(exc, HttpError) else HttpError(f"an unreadable answer ({exc})"))
+        except httptools.HttpParserError as exc:
+            self.abort(HttpError(f"an unreadable answer ({exc})"))
+            return
+        if self._head > MAX_HEAD or (not self._headers_done and self._received > MAX_HEAD):
+            self.abort(HttpError(f"the answer's head is larger than {MAX_HEAD} bytes"))
+        elif self._received > MAX_HEAD + MAX_READ:
+            self.abort(HttpError(f"the answer is larger than {MAX_HEAD + MAX_READ} bytes"))
 
     # httptools' callbacks
     def on_status(self, status: bytes) -> None:
         self._reason += status
+        self._head += len(status)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head += len(name) + len(value)
         if name.lower() == b"retry-after":
             self._retry_after = value
 
@@ -153,7 +157,7 @@ class _Connection(asyncio.Protocol):
         """Send ``request`` and wait for its answer; the caller releases or aborts the connection."""
         assert self.transport is not None
         self._waiter = asyncio.get_running_loop().create_future()
-        self._received = 0
+        self._received = self._head = 0
         self._reason, self._retry_after, self._body, self._headers_done = b"", None, bytearray(), False
         self.transport.write(request)
         return await self._waiter
