@@ -87,8 +87,12 @@ async def test_a_killed_helper_loses_no_agreement_and_is_started_again(
         results = await asyncio.wait_for(asyncio.gather(*asked), TIMEOUT)
         for (key, _), (sender_point, secret) in zip(browsers, results, strict=True):
             assert browser_secret(key, sender_point) == secret
-        await agreements.agree(browsers[0][1])  # the next request starts a new helper
-        await until(lambda: _true(agreements.pid not in (None, first)), "a new helper")
+
+        async def restarted() -> bool:  # a request after the end was noticed starts a new helper
+            await agreements.agree(browsers[0][1])
+            return agreements.pid not in (None, first)
+
+        await until(restarted, "a new helper")
     finally:
         await agreements.close()
 
