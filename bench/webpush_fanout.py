@@ -190,7 +190,11 @@ async def run(args: argparse.Namespace) -> int:
                         answered = time.monotonic() - started
                         if pushed.status_code != 200 or pushed.json()["subscribers"] != args.count:
                             raise RuntimeError(f"push refused or short: {pushed.status_code} {pushed.text}")
-                        done = await _wait_for(stats, args.count, args.timeout)
+                        try:
+                            done = await _wait_for(stats, args.count, args.timeout)
+                        except RuntimeError:
+                            print(gateway.output()[-3000:])  # what the gateway said about it
+                            raise
                         wall = done["last"] - started
                         gw_cpu = family_cpu_seconds(gateway.proc.pid) - gw0
                         helper_cpu = gw_cpu - (cpu_seconds(gateway.proc.pid) - gw_own0)
