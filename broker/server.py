@@ -189,8 +189,8 @@ class PushgateBroker(Broker):
                 sessions.add(client_id)
         return len(sessions)
 
-    async def publish(self, mqtt_topic: str, payload: bytes, qos: int) -> None:
-        await self._route(mqtt_topic, payload, qos)
+    async def publish(self, mqtt_topic: str, payload: bytes, qos: int) -> int:
+        return await self._route(mqtt_topic, payload, qos)
 
     async def publish_retained(self, mqtt_topic: str, payload: bytes, qos: int) -> None:
         """As a client's retained publish: to the current subscribers, then kept (or, empty, deleted)."""
@@ -508,8 +508,9 @@ class PushgateBroker(Broker):
         broadcast = await self._broadcast_queue.get()
         await self._route(broadcast["topic"], bytes(broadcast["data"]), broadcast.get("qos"))
 
-    async def _route(self, topic: str, data: bytes, published_qos: int | None) -> None:
-        """Deliver to every session whose subscription matches, found in the topic tree.
+    async def _route(self, topic: str, data: bytes, published_qos: int | None) -> int:
+        """Deliver to every session whose subscription matches, found in the topic tree; returns how many
+        sessions may receive it (``subscriber_count``'s figure, counted on the way).
 
         The QoS is the lower of the publish and the subscription (upstream used the subscription's, so a
         QoS 0 publish reached QoS 1/2 subscribers at QoS 1/2; ``None``: the subscription's, for the
@@ -518,15 +519,22 @@ class PushgateBroker(Broker):
         """
         matches = self._tree.route(topic)
         if not matches:
-            return
+            return 0
         message = Outgoing(topic, data)
-        for _client_id, target, subscribed_qos in matches:
+        allowed: set[str] | None = set() if len(matches) > 1 else None  # a client may match twice
+        count = 0
+        for client_id, target, subscribed_qos in matches:
             qos = subscribed_qos if published_qos is None or published_qos > subscribed_qos else published_qos
             verdict = self._receive_verdict(target, topic)
             if verdict is None:
                 verdict = await self._may_receive(target, topic)
             if not verdict:
                 continue
+            if allowed is None:
+                count = 1
+            elif client_id not in allowed:
+                allowed.add(client_id)
+                count += 1
             if target.transitions.state != "connected":
                 if not target.clean_session and qos > 0:
                     self.queue_offline(target, topic, data, qos)
@@ -534,6 +542,7 @@ class PushgateBroker(Broker):
             handler = self._get_handler(target)
             if isinstance(handler, IngestProtocolHandler):
                 handler.deliver(message, qos)
+        return count
 
     def queue_offline(self, session: Session, topic: str, data: bytes, qos: int) -> bool:
         """Hold a QoS 1/2 message for a persistent session until it reconnects; False when its queue

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import httpx
 
 from gateway.admin import Admin
-from tests.conftest import MqttClient, Server, bearer, stored_messages
+from tests.conftest import MqttClient, Server, bearer, stored_messages, until
 
 
 async def test_device_push_qos0_and_qos1_reach_the_hub_and_are_stored(
@@ -138,3 +139,26 @@ async def test_a_burst_is_delivered_and_every_receipt_credited_once(
     for envelope in envelopes[:: count // 10]:
         response = await http.get(f"/api/receipts/{envelope['receipt_id']}", headers=bearer(key.secret))
         assert (response.json()["status"], response.json()["delivered_count"]) == ("delivered", 1)
+
+
+async def test_delivered_count_counts_each_session_once(
+    server: Server, admin: Admin, make_client, http: httpx.AsyncClient
+) -> None:
+    """One hub holding two filters that both match, and a second hub: two sessions reached, each once
+    counted, although the first gets the message once per filter (MQTT 3.1.1 allows that)."""
+    await admin.create_topic("count")
+    key = await admin.create_key("count", label="reader")
+    first: MqttClient = await make_client()
+    assert await first.subscribe("pushgate/count/message") == 1
+    assert await first.subscribe("pushgate/count/#") == 1
+    second: MqttClient = await make_client()
+    assert await second.subscribe("pushgate/+/message") == 1
+    pushed = (await http.post("/api/push/count", content="two hubs")).json()
+    for hub in (first, second):
+        assert json.loads((await hub.receive()).payload)["id"] == pushed["id"]
+
+    async def receipt() -> dict[str, Any] | None:
+        answer = (await http.get(f"/api/receipts/{pushed['receipt_id']}", headers=bearer(key.secret))).json()
+        return answer if answer["status"] == "delivered" else None
+
+    assert (await until(receipt, "the receipt to be delivered"))["delivered_count"] == 2

@@ -20,8 +20,9 @@ class MqttEgress(Protocol):
         """Sessions (connected or persistent) whose subscriptions match ``mqtt_topic`` and may read it."""
         ...
 
-    async def publish(self, mqtt_topic: str, payload: bytes, qos: int) -> None:
-        """Hand the message to the broker's router in process (no loopback client)."""
+    async def publish(self, mqtt_topic: str, payload: bytes, qos: int) -> int:
+        """Hand the message to the broker's router in process (no loopback client); returns how many
+        sessions it was for, as ``subscriber_count`` counts them (0: nobody, nothing was sent)."""
         ...
 
     async def publish_retained(self, mqtt_topic: str, payload: bytes, qos: int) -> None:
@@ -54,10 +55,9 @@ class MqttChannel:
 
     async def deliver(self, job: Job) -> Outcome:
         mqtt_topic = message_topic(self._prefix, job.topic, job.event)
-        count = await self._egress.subscriber_count(mqtt_topic)
+        count = await self._egress.publish(mqtt_topic, job.payload, 1)  # routed once: sent and counted
         if count == 0:
             if job.event == "receipt":  # the subscriber left since ``wants``: the snapshot is not kept
                 return Outcome(State.EXPIRED, error="no subscriber for receipt updates")
             return Outcome(State.WAITING)
-        await self._egress.publish(mqtt_topic, job.payload, 1)
         return Outcome(State.SENT, delivered=count)
