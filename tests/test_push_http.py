@@ -5,12 +5,17 @@ limits, the timeout, certificate checks and the SSRF guard."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
 
 from gateway.channels.push_http import MAX_BODY, MAX_HEAD, HttpError, Origin, PushHttp, Response
 from gateway.channels.webhook import UrlGuard, UrlRefused
@@ -297,3 +302,61 @@ async def test_concurrent_requests_each_get_their_own_answer(service: Service) -
     for i, answer in enumerate(answers):
         assert answer.body == b"%d" % by_request[b"%d" % i]  # the answer to this very request
     assert service.script.connections == 20
+
+
+async def test_hypercorn_as_the_push_service(tmp_path: Path) -> None:
+    """Another server's HTTP/1.1 (Hypercorn, h11): answers with and without a length, many at once."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)  # connections wait in the backlog until Hypercorn accepts them
+    port = sock.getsockname()[1]
+    config = HypercornConfig()
+    config.bind = [f"fd://{sock.detach()}"]
+    config.certfile, config.keyfile = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    received: list[bytes] = []
+
+    async def push_service(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while True:
+            event = await receive()
+            body += event.get("body", b"")
+            if not event.get("more_body"):
+                break
+        received.append(body)
+        if scope["path"].startswith("/gone/"):  # no length: Hypercorn sends it chunked
+            await send({"type": "http.response.start", "status": 410, "headers": []})
+            await send({"type": "http.response.body", "body": b"expired", "more_body": True})
+            await send({"type": "http.response.body", "body": b" subscription"})
+        else:
+            await send({"type": "http.response.start", "status": 201, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+
+    stop = asyncio.Event()
+    serving = asyncio.create_task(serve(push_service, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    client_tls = ssl.create_default_context()
+    ca.configure_trust(client_tls)
+    http = PushHttp(client_tls, UrlGuard(("127.0.0.1",), ()), TIMEOUT)
+    origin = Origin("127.0.0.1", port, f"127.0.0.1:{port}")
+    try:
+        answers = await asyncio.gather(
+            *(http.post(origin, request(origin, b"%d" % i, f"/push/{i}")) for i in range(50))
+        )
+        gone = await http.post(origin, request(origin, b"late", "/gone/1"))
+        after = await http.post(origin, request(origin, b"after"))
+    finally:
+        http.close()
+        stop.set()
+        await serving
+    assert [answer.status for answer in answers] == [201] * 50
+    assert (gone.status, gone.body) == (410, b"expired subscription")
+    assert after.status == 201
+    assert sorted(received) == sorted([b"%d" % i for i in range(50)] + [b"late", b"after"])
