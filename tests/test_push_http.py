@@ -91,8 +91,14 @@ class Service:
     def origin(self, host: str = "127.0.0.1") -> Origin:
         return Origin(host, self.port, f"{host}:{self.port}")
 
-    def client(self, *, allowed: tuple[str, ...] = ("127.0.0.1",), timeout: float = TIMEOUT) -> PushHttp:
-        return PushHttp(self.client_tls, UrlGuard(allowed, ()), timeout)
+    def client(
+        self,
+        *,
+        allowed: tuple[str, ...] = ("127.0.0.1", "localhost"),
+        timeout: float = TIMEOUT,
+        max_idle: int = 32,
+    ) -> PushHttp:
+        return PushHttp(self.client_tls, UrlGuard(allowed, ()), timeout, max_idle)
 
 
 @pytest.fixture
@@ -182,6 +188,23 @@ async def test_a_long_body_is_kept_only_in_part_and_the_connection_stays_usable(
     http.close()
 
 
+async def test_at_most_max_idle_connections_are_kept_the_host_used_longest_ago_first(
+    service: Service,
+) -> None:
+    """Two hosts (names of the same server), one connection kept in all: using the second closes the
+    first's, which the next request to the first host then opens anew."""
+    http = service.client(max_idle=1)
+    by_address, by_name = service.origin("127.0.0.1"), service.origin("localhost")
+    await http.post(by_address, request(by_address, b"one"))
+    await http.post(by_name, request(by_name, b"two"))
+    await asyncio.wait_for(service.script.ended.wait(), TIMEOUT)  # the first host's connection, closed
+    await http.post(by_name, request(by_name, b"three"))
+    await http.post(by_address, request(by_address, b"four"))
+    http.close()
+    connections = [(e.connection, e.body) for e in service.script.received]
+    assert connections == [(1, b"one"), (2, b"two"), (2, b"three"), (3, b"four")]
+
+
 async def test_connection_close_is_honoured(service: Service) -> None:
     service.script.answers = [b"HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"]
     http = service.client()
@@ -267,7 +290,7 @@ async def test_an_oversized_or_broken_answer_is_an_error(service: Service, answe
 
 
 async def test_a_certificate_not_for_the_host_is_refused(service: Service) -> None:
-    http = PushHttp(ssl.create_default_context(), UrlGuard(("127.0.0.1",), ()), TIMEOUT)  # no test CA
+    http = PushHttp(ssl.create_default_context(), UrlGuard(("127.0.0.1",), ()), TIMEOUT, 32)  # no test CA
     origin = service.origin()
     with pytest.raises(ssl.SSLCertVerificationError):
         await http.post(origin, request(origin))
@@ -344,7 +367,7 @@ async def test_hypercorn_as_the_push_service(tmp_path: Path) -> None:
     serving = asyncio.create_task(serve(push_service, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
     client_tls = ssl.create_default_context()
     ca.configure_trust(client_tls)
-    http = PushHttp(client_tls, UrlGuard(("127.0.0.1",), ()), TIMEOUT)
+    http = PushHttp(client_tls, UrlGuard(("127.0.0.1",), ()), TIMEOUT, 32)
     origin = Origin("127.0.0.1", port, f"127.0.0.1:{port}")
     try:
         answers = await asyncio.gather(

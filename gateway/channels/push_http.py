@@ -13,7 +13,8 @@ asyncio's. What is here is only what a push service needs, and nothing more is a
 - the status, its reason, ``Retry-After`` and at most ``MAX_BODY`` bytes of the body are kept; a head of
   more than ``MAX_HEAD`` bytes or a body of more than ``MAX_READ`` closes the connection with an error;
 - connections are kept per ``host:port`` and reused while the server keeps them alive (HTTP/1.1's default;
-  ``Connection: close`` or HTTP/1.0 ends one after its answer), and closed after ``IDLE`` seconds unused.
+  ``Connection: close`` or HTTP/1.0 ends one after its answer), closed after ``IDLE`` seconds unused,
+  and at most ``max_idle`` of them are kept in all (the host used longest ago gives one up first).
   A reused connection that the server had closed meanwhile (its idle timeout) fails before any byte of an
   answer: the request is then sent once more on a new connection, as browsers and urllib3 do;
 - a new connection resolves its host through ``UrlGuard`` (SSRF: a refused address is never connected
@@ -27,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections import defaultdict
+from collections import OrderedDict
 from typing import NamedTuple
 
 import httptools
@@ -176,13 +177,15 @@ class _Connection(asyncio.Protocol):
 
 
 class PushHttp:
-    """Kept-alive connections to push services, per ``host:port``."""
+    """Kept-alive connections to push services, per ``host:port``, at most ``max_idle`` kept in all."""
 
-    def __init__(self, tls: ssl.SSLContext, guard: UrlGuard, timeout: float) -> None:
+    def __init__(self, tls: ssl.SSLContext, guard: UrlGuard, timeout: float, max_idle: int) -> None:
         self._tls = tls
         self._guard = guard
         self._timeout = timeout
-        self._idle: defaultdict[tuple[str, int], list[_Connection]] = defaultdict(list)
+        self._max_idle = max(1, max_idle)
+        self._idle: OrderedDict[tuple[str, int], list[_Connection]] = OrderedDict()  # host used last, last
+        self._kept = 0  # connections in ``_idle``
 
     async def post(self, origin: Origin, request: bytes) -> Response:
         """POST ``request`` (head and body, ``Origin.head``) to ``origin``; ``TimeoutError`` after the
@@ -203,27 +206,50 @@ class PushHttp:
             connection.abort()  # an answer may still arrive: this connection cannot carry another request
             raise
         if connection.reusable:
-            connection.idle_since = asyncio.get_running_loop().time()
-            self._idle[(origin.host, origin.port)].append(connection)
+            self._keep(origin, connection)
         else:
             connection.abort()
         return response
 
+    def _keep(self, origin: Origin, connection: _Connection) -> None:
+        """Keep ``connection`` for the next request to ``origin``; beyond ``max_idle`` kept in all, the
+        oldest of the host used longest ago is closed (every kept connection holds a file descriptor)."""
+        key = (origin.host, origin.port)
+        idle = self._idle.get(key)
+        if idle is None:
+            idle = self._idle[key] = []
+        else:
+            self._idle.move_to_end(key)
+        connection.idle_since = asyncio.get_running_loop().time()
+        idle.append(connection)
+        self._kept += 1
+        while self._kept > self._max_idle:
+            oldest_key, oldest = next(iter(self._idle.items()))
+            oldest.pop(0).abort()
+            self._kept -= 1
+            if not oldest:
+                del self._idle[oldest_key]
+
     def _take(self, origin: Origin) -> _Connection | None:
         """The most recently used idle connection to ``origin`` still open; older unused ones are closed."""
-        idle = self._idle.get((origin.host, origin.port))
-        if not idle:
+        key = (origin.host, origin.port)
+        idle = self._idle.get(key)
+        if idle is None:
             return None
         horizon = asyncio.get_running_loop().time() - IDLE
-        while idle:
+        found = None
+        while idle and found is None:
             connection = idle.pop()
+            self._kept -= 1
             if connection.closed:
                 continue
             if connection.idle_since < horizon:
                 connection.abort()
                 continue
-            return connection
-        return None
+            found = connection
+        if not idle:
+            del self._idle[key]
+        return found
 
     async def _connect(self, origin: Origin) -> _Connection:
         addresses = await self._guard.check(f"https://{origin.netloc}/")
@@ -244,3 +270,4 @@ class PushHttp:
             for connection in idle:
                 connection.abort()
         self._idle.clear()
+        self._kept = 0

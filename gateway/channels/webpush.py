@@ -223,7 +223,7 @@ class WebPushChannel:
             raise ConfigError(f"[webpush] subject {subject!r} is refused: {exc}") from exc
         self._tokens = VapidTokens(self._key, subject)
         tls = await asyncio.to_thread(_tls_context, self._config.ca_file)
-        self._http = PushHttp(tls, self._guard, self._config.timeout)
+        self._http = PushHttp(tls, self._guard, self._config.timeout, max_idle=self._config.concurrency)
 
     async def close(self) -> None:
         if self._http is not None:
