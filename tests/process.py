@@ -15,6 +15,14 @@ from tests.conftest import TIMEOUT
 _READY = re.compile(r"pushgate ready: http=http://127\.0\.0\.1:(\d+) mqtt=mqtt://127\.0\.0\.1:(\d+)")
 
 
+def running(pid: int) -> bool:
+    """Whether process ``pid`` still runs: an ended one not reaped yet (a zombie) does not."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def gateway_env(data_dir: Path, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHGATE_")}
     env |= {

@@ -28,7 +28,7 @@ from gateway.storage import database
 from gateway.storage.models import Delivery
 from gateway.vapid import JWT_LIFETIME, KEY_FILE, RESIGN_BEFORE, VapidTokens, load_vapid_key
 from tests.conftest import TIMEOUT, Server, until, user
-from tests.process import gateway_env, pushgate, start_gateway
+from tests.process import gateway_env, pushgate, running, start_gateway
 from tests.webpush_service import PushService, unb64url
 
 T = TypeVar("T")
@@ -398,7 +398,7 @@ async def test_sigkill_mid_fan_out_loses_no_device_and_resends_only_unrecorded(
         helpers = await until(lambda: _now(_children(pid)), "the key agreement helper to run")
         first.proc.kill()  # SIGKILL, mid fan-out
         await asyncio.wait_for(first.proc.wait(), TIMEOUT)
-        await until(lambda: _now(not any(_running(pid) for pid in helpers)), "the helper to end with it")
+        await until(lambda: _now(not any(running(pid) for pid in helpers)), "the helper to end with it")
     finally:
         assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
         service.release()
@@ -441,14 +441,6 @@ async def test_sigkill_mid_fan_out_loses_no_device_and_resends_only_unrecorded(
 
 def _children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-def _running(pid: int) -> bool:
-    """Whether ``pid`` still runs (a zombie, ended but not reaped yet, does not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 async def _sent_rows(config: Config, message_id: str) -> int:

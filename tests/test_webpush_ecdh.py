@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from gateway.channels import webpush_ecdh
 from gateway.channels.webpush_ecdh import KeyAgreements
 from tests.conftest import TIMEOUT, until
+from tests.process import running
 
 CURVE = ec.SECP256R1()
 
@@ -43,7 +44,7 @@ async def test_the_helper_agrees_on_what_each_browser_computes() -> None:
     for (key, _), (sender_point, secret) in zip(browsers, results, strict=True):
         assert browser_secret(key, sender_point) == secret
     assert len({sender for sender, _ in results}) == 200  # a fresh key pair for each
-    await until(lambda: _gone(pid), "the helper to end once closed")
+    await until(lambda: _true(not running(pid)), "the helper to end once closed")
 
 
 async def test_a_point_off_the_curve_is_refused_by_the_helper_and_the_rest_answered() -> None:
@@ -108,17 +109,9 @@ async def test_a_stuck_helper_is_given_up_and_its_points_agreed_here(monkeypatch
         key, point = browser_key()
         sender_point, secret = await asyncio.wait_for(agreements.agree(point), TIMEOUT)
         assert browser_secret(key, sender_point) == secret and agreements.helped == 0
-        await until(lambda: _gone(pid), "the stuck helper to be ended")
+        await until(lambda: _true(not running(pid)), "the stuck helper to be ended")
     finally:
         await agreements.close()
-
-
-async def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"  # ended, not yet reaped
-    except FileNotFoundError:
-        return True
 
 
 async def _true(value: bool) -> bool:

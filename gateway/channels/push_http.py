@@ -85,13 +85,17 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[Response] | None = None
+        self._keep_alive = True
+        self._start_answer()
+
+    def _start_answer(self) -> None:
+        """Forget what was read of the previous answer (or of an interim one)."""
         self._received = 0
         self._head = 0  # bytes of the status line and headers
         self._reason = b""
         self._retry_after: bytes | None = None
         self._body = bytearray()
         self._headers_done = False
-        self._keep_alive = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -140,7 +144,9 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         status = self._parser.get_status_code()
         if 100 <= status < 200:  # an interim answer (100 Continue): the real one follows
-            self._reason, self._retry_after, self._headers_done = b"", None, False
+            received = self._received
+            self._start_answer()
+            self._received = received  # the size limits count the interim answer too
             return
         self._keep_alive = self._parser.should_keep_alive()
         self._complete()
@@ -158,8 +164,7 @@ class _Connection(asyncio.Protocol):
         """Send ``request`` and wait for its answer; the caller releases or aborts the connection."""
         assert self.transport is not None
         self._waiter = asyncio.get_running_loop().create_future()
-        self._received = self._head = 0
-        self._reason, self._retry_after, self._body, self._headers_done = b"", None, bytearray(), False
+        self._start_answer()
         self.transport.write(request)
         return await self._waiter
 
@@ -231,7 +236,8 @@ class PushHttp:
                 del self._idle[oldest_key]
 
     def _take(self, origin: Origin) -> _Connection | None:
-        """The most recently used idle connection to ``origin`` still open; older unused ones are closed."""
+        """The most recently used idle connection to ``origin`` still open; those found closed, or unused
+        for ``IDLE`` seconds, on the way are dropped."""
         key = (origin.host, origin.port)
         idle = self._idle.get(key)
         if idle is None:

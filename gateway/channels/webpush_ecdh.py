@@ -29,9 +29,6 @@ import struct
 import sys
 from collections import deque
 
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
 from gateway.channels.webpush_encrypt import POINT_SIZE, agree
 
 __all__ = ["KeyAgreements"]
@@ -206,7 +203,6 @@ def _serve() -> None:
     """The helper: frames of points in, frames of answers out, until the input ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     source, sink = sys.stdin.buffer, sys.stdout.buffer
-    curve, ecdh = ec.SECP256R1(), ec.ECDH()
     while len(head := source.read(_LENGTH.size)) == _LENGTH.size:
         (size,) = _LENGTH.unpack(head)
         points = source.read(size)
@@ -215,13 +211,11 @@ def _serve() -> None:
         answers = bytearray()
         for i in range(0, size, POINT_SIZE):
             try:
-                receiver = ec.EllipticCurvePublicKey.from_encoded_point(curve, points[i : i + POINT_SIZE])
+                sender_point, secret = agree(points[i : i + POINT_SIZE])
             except ValueError:
                 answers += _REFUSED
-                continue
-            sender = ec.generate_private_key(curve)
-            answers += sender.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
-            answers += sender.exchange(ecdh, receiver)
+            else:
+                answers += sender_point + secret
         sink.write(_LENGTH.pack(len(answers)) + answers)
         sink.flush()
 
