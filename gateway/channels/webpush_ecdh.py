@@ -6,17 +6,14 @@ as the rest of the request together. ``KeyAgreements.agree`` has them made by a 
 (``python -m gateway.channels.webpush_ecdh``), which the event loop waits for without working, so the
 loop encrypts, sends and records while the helper multiplies.
 
-The protocol is this module's own, over the helper's stdin and stdout (a pipe only the gateway holds):
-the gateway writes frames of receiver points, every point asked for in one event-loop iteration in one
-frame (4-byte length, then 65 bytes per point); the helper answers each frame, in order, with 97 bytes per
-point (the sender's point, then the 32-byte secret), or 97 zero bytes for a point not on the curve. The
-key pairs are generated in the helper and only their public points leave it.
+The helper is a ``gateway.helper_process``: the gateway writes frames of receiver points, every point
+asked for in one event-loop iteration in one frame (65 bytes per point); the helper answers each frame, in
+order, with 97 bytes per point (the sender's point, then the 32-byte secret), or 97 zero bytes for a point
+not on the curve. The key pairs are generated in the helper and only their public points leave it.
 
 Nothing depends on the helper being there: until it has started, while it is started again after it
 ended (not more often than every ``_RESTART_AFTER`` seconds), and for the points it had not answered when
-it ended or stopped answering (``_STUCK``), the agreements are made in the gateway's process. The helper
-ends at the end of its input, so it never outlives the gateway (a SIGKILL closes the pipe too), and
-ignores SIGINT, which a terminal sends to both.
+it ended or stopped answering (``_STUCK``), the agreements are made in the gateway's process.
 """
 
 from __future__ import annotations
@@ -24,18 +21,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
-import struct
-import sys
 from collections import deque
 
+from gateway import helper_process
 from gateway.channels.webpush_encrypt import POINT_SIZE, agree
 
 __all__ = ["KeyAgreements"]
 
 log = logging.getLogger(__name__)
 
-_LENGTH = struct.Struct("!I")
 _ANSWER = POINT_SIZE + 32  # the sender's point, then the secret
 _REFUSED = bytes(_ANSWER)  # the answer for a point that is not on the curve
 _RESTART_AFTER = 10.0  # seconds before a helper that ended is started again
@@ -88,13 +82,7 @@ class KeyAgreements:
 
     async def _start(self) -> None:
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                __name__,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-            )
+            process = await helper_process.start(__name__)
         except OSError as exc:
             log.warning("the Web Push key agreement helper cannot be started (%s); agreeing here", exc)
             self._start_after = asyncio.get_running_loop().time() + _RESTART_AFTER
@@ -102,7 +90,7 @@ class KeyAgreements:
         finally:
             self._starting = None
         if self._closed:
-            await _stop(process)
+            await helper_process.stop(process, _CLOSE_WAIT)
             return
         self._process = process
         self._reader = asyncio.create_task(self._read(process), name="webpush-ecdh-reader")
@@ -116,7 +104,7 @@ class KeyAgreements:
             return
         loop = asyncio.get_running_loop()
         self._sent.append((loop.time(), asked))
-        process.stdin.write(_LENGTH.pack(POINT_SIZE * len(asked)) + b"".join(point for point, _ in asked))
+        process.stdin.write(helper_process.frame(b"".join(point for point, _ in asked)))
         if self._watch is None:
             self._watch = loop.call_later(_STUCK, self._check_stuck)
 
@@ -138,11 +126,10 @@ class KeyAgreements:
         assert process.stdout is not None
         try:
             while True:
-                (size,) = _LENGTH.unpack(await process.stdout.readexactly(_LENGTH.size))
-                answers = await process.stdout.readexactly(size)
+                answers = await helper_process.read_frame(process.stdout)
                 _, asked = self._sent.popleft()
-                if size != _ANSWER * len(asked):
-                    raise ValueError(f"{size} bytes answered {len(asked)} points")
+                if len(answers) != _ANSWER * len(asked):
+                    raise ValueError(f"{len(answers)} bytes answered {len(asked)} points")
                 for i, (_, future) in enumerate(asked):
                     answer = answers[i * _ANSWER : (i + 1) * _ANSWER]
                     if future.done():
@@ -161,7 +148,7 @@ class KeyAgreements:
             self._start_after = asyncio.get_running_loop().time() + _RESTART_AFTER
             while self._sent:
                 _agree_here(self._sent.popleft()[1])
-            await _stop(process)
+            await helper_process.stop(process, _CLOSE_WAIT)
 
     async def close(self) -> None:
         self._closed = True
@@ -169,7 +156,7 @@ class KeyAgreements:
             await asyncio.shield(self._starting)
         process = self._process
         if process is not None:
-            await _stop(process)
+            await helper_process.stop(process, _CLOSE_WAIT)
         if self._reader is not None:
             await self._reader
         if self._watch is not None:
@@ -187,38 +174,20 @@ def _agree_here(asked: list[tuple[bytes, asyncio.Future[tuple[bytes, bytes]]]]) 
             future.exception()
 
 
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    """Close the helper's input, so it ends; kill it if it does not."""
-    if process.stdin is not None:
-        process.stdin.close()
-    try:
-        await asyncio.wait_for(process.wait(), _CLOSE_WAIT)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-
-
-def _serve() -> None:
-    """The helper: frames of points in, frames of answers out, until the input ends."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    source, sink = sys.stdin.buffer, sys.stdout.buffer
-    while len(head := source.read(_LENGTH.size)) == _LENGTH.size:
-        (size,) = _LENGTH.unpack(head)
-        points = source.read(size)
-        if len(points) != size or size % POINT_SIZE:
-            return
-        answers = bytearray()
-        for i in range(0, size, POINT_SIZE):
-            try:
-                sender_point, secret = agree(points[i : i + POINT_SIZE])
-            except ValueError:
-                answers += _REFUSED
-            else:
-                answers += sender_point + secret
-        sink.write(_LENGTH.pack(len(answers)) + answers)
-        sink.flush()
+def _answer(points: bytes) -> bytes | None:
+    """The helper's answer to a frame of points (``None`` ends it: the frame is not made of points)."""
+    if len(points) % POINT_SIZE:
+        return None
+    answers = bytearray()
+    for i in range(0, len(points), POINT_SIZE):
+        try:
+            sender_point, secret = agree(points[i : i + POINT_SIZE])
+        except ValueError:
+            answers += _REFUSED
+        else:
+            answers += sender_point + secret
+    return bytes(answers)
 
 
 if __name__ == "__main__":
-    _serve()
+    helper_process.serve(_answer)
