@@ -62,7 +62,7 @@ class Gateway:
         self.engine = database.create_engine(config.storage)
         self.sessions = database.session_factory(self.engine)
         # The push path and the outbox write in one hand-off per transaction (``gateway.storage.journal``).
-        self.journal = Journal(self.engine, database.create_journal_engine(config.storage))
+        self.journal = Journal(self.engine, config.storage if database.has_own_file(config.storage) else None)
         self.topics = TopicDirectory(
             self.sessions, auto_create=config.topics.auto_create, cache_seconds=config.topics.cache_seconds
         )
@@ -75,12 +75,8 @@ class Gateway:
         self.receipts = Receipts(self.sessions, self.access)
         self.targets = DeviceTargets(self.sessions)
         self.devices = Devices(self.sessions, self.targets)
-        # The two busiest writers take turns in process: SQLite has one write lock, and a transaction that
-        # finds it taken polls for it in sleeps of milliseconds (the busy timeout), which left the push path
-        # idle more than busy under load. Other writers are rare and rely on the busy timeout.
-        write_turn = asyncio.Lock()
-        self.writer = GroupCommitWriter(self.journal, config.outbox.write_queue_size, write_turn)
-        self.outbox = Outbox(self.sessions, self.journal, config.outbox, write_turn)
+        self.writer = GroupCommitWriter(self.journal, config.outbox.write_queue_size)
+        self.outbox = Outbox(self.sessions, self.journal, config.outbox)
         self.rate_limiter = RateLimiter(config.ratelimit)
         self.publisher = Publisher(
             topics=self.topics,

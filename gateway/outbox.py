@@ -171,11 +171,9 @@ class Outbox:
         sessions: async_sessionmaker[Any],
         journal: Journal,
         config: OutboxConfig,
-        write_turn: asyncio.Lock,
     ) -> None:
         self._sessions = sessions
         self._journal = journal  # where outcomes are written (``gateway.storage.journal``)
-        self._write_turn = write_turn  # shared with the group-commit writer (``gateway.core``)
         self._config = config
         self._lanes: dict[str, _Lane] = {}
         self._broadcast: dict[str, BroadcastChannel] = {}
@@ -193,6 +191,10 @@ class Outbox:
         self._rescan = True  # the first loop reads what a previous run left pending
         self._due_at = math.inf  # loop time when the next retry in the table falls due
         self._waiting_woken = False
+        # Subscribers appeared (``wake_waiting``) so far, and how many when the recorder last took
+        # outcomes: a ``waiting`` outcome recorded after a wake-up's requeue must be requeued too.
+        self._wakes = 0
+        self._wakes_taken = 0
         self._wake = asyncio.Event()
         self._open = asyncio.Event()
         self._stopping = False
@@ -241,6 +243,7 @@ class Outbox:
 
     def wake_waiting(self) -> None:
         """A subscriber appeared: messages waiting for one are tried again."""
+        self._wakes += 1
         self._waiting_woken = True
         self._wake.set()
 
@@ -348,6 +351,7 @@ class Outbox:
             await self._to_record.wait()
             self._to_record.clear()
             results, self._finished = self._finished, []
+            wakes_before, self._wakes_taken = self._wakes_taken, self._wakes
             if results:
                 try:
                     makers = await self._write(results)
@@ -364,6 +368,12 @@ class Outbox:
                         await asyncio.sleep(self._config.poll_interval)
                 else:
                     self._forget(results)
+                    # A subscriber that appeared since the outcomes taken last time may have had its
+                    # requeue before these were written: one of them found waiting is tried again.
+                    woken = self._wakes != wakes_before
+                    if woken and any(outcome.state is State.WAITING for _, outcome in results):
+                        self._waiting_woken = True
+                        self._wake.set()
                     self.sent += sum(1 for _, o in results if o.state is State.SENT)
                     if makers:
                         self.submit([make() for make in makers])
@@ -446,11 +456,10 @@ class Outbox:
             watched = [message_id for message_id, topic in topics.items() if topic in listened]
         outcomes = _Outcomes(settled, retried, credit, given_up, watched, now, int(attempt))
         if not watched:  # nobody is told of delivered receipts: one hand-off to the journal
-            async with self._write_turn:
-                await self._journal.run(outcomes.record)
+            await self._journal.run(outcomes.record)
             return []
         assert self._on_delivered is not None
-        async with self._write_turn, self._sessions() as session:
+        async with self._journal.exclusive(), self._sessions() as session:
             reached = await session.run_sync(lambda sync: outcomes.record(sync.connection()))
             makers: list[Callable[[], Job]] = []
             if reached:
@@ -563,7 +572,8 @@ class Outbox:
         return jobs, len(picked) == room or len(fetched) == room + held
 
     async def _requeue_waiting(self) -> None:
-        async with self._sessions() as session:
+        # After the recorder's transaction in progress, which may be writing ``waiting`` outcomes.
+        async with self._journal.exclusive(), self._sessions() as session:
             result = await session.execute(
                 update(Delivery)
                 .where(Delivery.state == State.WAITING.value)

@@ -7,12 +7,14 @@ falls behind, callers wait instead of memory growing.
 A row is a table and a dict of column values (``Row``), not an ORM object: building, instrumenting and
 inspecting three ORM objects per push cost more than their INSERTs. ``orm_row`` turns an ORM object
 into one for the rare caller that has one. A batch's transaction is one function handed to the journal
-(``gateway.storage.journal``), so its statements do not each wait for the event loop.
+(``gateway.storage.journal``), so its statements do not each wait for the event loop; it goes to the
+journal process with the tables named, and comes back with the delivery ids it gave.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -40,9 +42,8 @@ _DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
 
 
 class GroupCommitWriter:
-    def __init__(self, journal: Journal, queue_size: int, write_turn: asyncio.Lock) -> None:
+    def __init__(self, journal: Journal, queue_size: int) -> None:
         self._journal = journal
-        self._write_turn = write_turn  # shared with the outbox (``gateway.core``)
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=queue_size)
         self.commits = 0  # transactions committed, for metrics and the benchmark
 
@@ -104,8 +105,12 @@ class GroupCommitWriter:
             self._settle(future)
 
     async def _transaction(self, groups: list[Sequence[Row]]) -> None:
-        async with self._write_turn:
-            await self._journal.run(lambda connection: _insert_groups(connection, groups))
+        named = [[(table.name, values) for table, values in rows] for rows in groups]
+        unnumbered = _unnumbered(groups)  # before: without the journal process, the commit numbers these
+        numbered = await self._journal.run(functools.partial(_insert_groups, named))
+        for fresh, ids in zip(unnumbered, numbered, strict=True):
+            for values, number in zip(fresh, ids, strict=True):
+                values["id"] = number
         self.commits += 1
 
     @staticmethod
@@ -120,11 +125,13 @@ class GroupCommitWriter:
             future.set_result(None)
 
 
-def _insert_groups(connection: Connection, groups: list[Sequence[Row]]) -> None:
-    """Insert the groups' rows with one bulk INSERT per table and set of columns given
+def _insert_groups(named: list[list[tuple[str, dict[str, Any]]]], connection: Connection) -> list[list[int]]:
+    """Insert the groups' rows (tables by name) with one bulk INSERT per table and set of columns given
     (``gateway.storage.bulk``). Tables are inserted in the order they first appear in a group, so a group
-    lists parents first. Deliveries without ids get theirs written into their dicts (callers make jobs of
-    them)."""
+    lists parents first. Returns the ids given to each group's deliveries that had none, in order (callers
+    make jobs of them)."""
+    groups = [[(Base.metadata.tables[name], values) for name, values in rows] for rows in named]
+    unnumbered = _unnumbered(groups)
     tables: dict[tuple[Table, frozenset[str]], list[dict[str, Any]]] = {}
     for rows in groups:
         for table, values in rows:
@@ -136,6 +143,14 @@ def _insert_groups(connection: Connection, groups: list[Sequence[Row]]) -> None:
         else:
             insert_rows(connection, table, batch)
         written = True
+    return [[values["id"] for values in fresh] for fresh in unnumbered]
+
+
+def _unnumbered(groups: Sequence[Sequence[Row]]) -> list[list[dict[str, Any]]]:
+    """Each group's deliveries without an id, in order: the rows the commit numbers."""
+    return [
+        [values for table, values in rows if table is _DELIVERIES and "id" not in values] for rows in groups
+    ]
 
 
 def _insert_deliveries(connection: Connection, batch: list[dict[str, Any]], *, written: bool) -> None:

@@ -23,6 +23,19 @@ def running(pid: int) -> bool:
         return False
 
 
+def helpers(pid: int) -> dict[int, str]:
+    """The processes ``pid`` started that still exist, by process id, each with the module it runs (the
+    gateway's helper processes: ``gateway.storage.journal``, ``gateway.channels.webpush_ecdh``)."""
+    found: dict[int, str] = {}
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            continue
+        found[int(child)] = argv[argv.index(b"-m") + 1].decode() if b"-m" in argv else ""
+    return found
+
+
 def gateway_env(data_dir: Path, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHGATE_")}
     env |= {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 from pathlib import Path
@@ -10,8 +11,8 @@ import httpx
 
 from gateway.config import Config, StorageConfig
 from tests.brokers import RawClient, publish_packet
-from tests.conftest import MqttClient, stored_messages
-from tests.process import gateway_env, pushgate, start_gateway
+from tests.conftest import MqttClient, stored_messages, until
+from tests.process import gateway_env, helpers, pushgate, running, start_gateway
 
 BURST = 25
 
@@ -75,10 +76,17 @@ async def test_every_pubacked_push_survives_sigkill_right_after_its_puback(tmp_p
                 puback = await device.read_packet()
                 assert puback is not None and puback.type == 4
                 acknowledged.add(texts[int.from_bytes(puback.body[:2], "big")])
+            journal = [
+                pid
+                for pid, module in helpers(gateway.proc.pid).items()
+                if module == "gateway.storage.journal"
+            ]
             gateway.proc.kill()  # SIGKILL, right after the PUBACK was read
         finally:
             device.close()
             await gateway.stop(signal.SIGKILL)
+        assert len(journal) == 1  # the pushes were committed by the journal process
+        await until(functools.partial(_ended, journal[0]), "the journal process to end with the gateway")
         stored = {
             m.message
             for m in await stored_messages(Config(storage=StorageConfig(data_dir=str(tmp_path / "data"))))
@@ -86,3 +94,7 @@ async def test_every_pubacked_push_survives_sigkill_right_after_its_puback(tmp_p
         missing = acknowledged - stored
         assert not missing, f"round {round_number}: acknowledged but not stored: {sorted(missing)[:5]}"
     assert len(acknowledged) == 1 + 7 + 19 + 33 + 50
+
+
+async def _ended(pid: int) -> bool:
+    return not running(pid)

@@ -1,55 +1,97 @@
 """``Journal``: a write transaction is one function of a connection, committed when it returns, rolled back
-when it raises, on a SQLite file in the journal's own thread with the storage settings applied."""
+when it raises; on a SQLite file it runs in the journal process with the storage settings applied, and a
+journal process that ends fails only the transactions it had not answered."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import os
+import signal
 import threading
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from gateway.config import StorageConfig
 from gateway.storage import database
 from gateway.storage.journal import Journal
 from gateway.storage.models import Topic
+from tests.process import running
 
 _TOPICS = Topic.__table__
 
 
-async def test_commits_rolls_back_and_keeps_serving_on_its_own_thread(tmp_path: Path) -> None:
+# Transactions cross into the journal process pickled, so they are module-level functions.
+def add_topic(name: str, connection: Connection) -> tuple[int, int, str]:
+    connection.execute(insert(_TOPICS).values(id=name, name=name))
+    synchronous = connection.exec_driver_sql("PRAGMA synchronous").scalar_one()
+    mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar_one()
+    return os.getpid(), synchronous, mode
+
+
+def add_two_topics_of_one_name(connection: Connection) -> None:
+    connection.execute(insert(_TOPICS).values(id="garage", name="garage"))
+    connection.execute(insert(_TOPICS).values(id="garage2", name="kitchen"))  # the name is taken
+
+
+def add_topic_and_hang(name: str, begun: str, connection: Connection) -> None:
+    """Insert, say so by creating the file ``begun``, then never commit."""
+    connection.execute(insert(_TOPICS).values(id=name, name=name))
+    Path(begun).touch()
+    threading.Event().wait()
+
+
+async def _names(engine) -> list[str]:  # type: ignore[no-untyped-def]
+    async with engine.connect() as conn:  # what the async engine's sessions see
+        return list((await conn.scalars(select(Topic.name).order_by(Topic.name))).all())
+
+
+async def test_commits_rolls_back_and_keeps_serving_in_its_own_process(tmp_path: Path) -> None:
     config = StorageConfig(data_dir=str(tmp_path), sqlite_synchronous="NORMAL")
     engine = database.create_engine(config)
     await database.upgrade(engine)
-    journal = Journal(engine, database.create_journal_engine(config))
-    loop_thread = threading.get_ident()
+    journal = Journal(engine, config)
     try:
-
-        def add(name: str) -> tuple[int, int, str]:
-            def work(connection: Connection) -> tuple[int, int, str]:
-                connection.execute(insert(_TOPICS).values(id=name, name=name))
-                synchronous = connection.exec_driver_sql("PRAGMA synchronous").scalar_one()
-                mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar_one()
-                return threading.get_ident(), synchronous, mode
-
-            return work
-
-        thread, synchronous, mode = await journal.run(add("kitchen"))
-        assert thread != loop_thread  # the loop's thread never waits on SQLite
+        pid, synchronous, mode = await journal.run(functools.partial(add_topic, "kitchen"))
+        assert pid == journal.pid and pid != os.getpid()  # the gateway's process never runs SQLite here
         assert (synchronous, mode) == (1, "wal")  # NORMAL, as configured; WAL like every connection
 
-        def add_twice(connection: Connection) -> None:
-            connection.execute(insert(_TOPICS).values(id="garage", name="garage"))
-            connection.execute(insert(_TOPICS).values(id="garage2", name="kitchen"))  # the name is taken
+        with pytest.raises(IntegrityError):  # the error itself, as the caller would get it in process
+            await journal.run(add_two_topics_of_one_name)
+        await journal.run(functools.partial(add_topic, "porch"))  # nothing left behind, not even the lock
 
-        with pytest.raises(IntegrityError):
-            await journal.run(add_twice)
-        await journal.run(add("porch"))  # the failed transaction left nothing behind, not even its lock
+        assert await _names(engine) == ["kitchen", "porch"]
+    finally:
+        await journal.close()
+        await engine.dispose()
+    assert not running(pid)  # closing ends the process
 
-        async with engine.connect() as conn:  # what the async engine's sessions see
-            names = (await conn.scalars(select(Topic.name).order_by(Topic.name))).all()
-        assert names == ["kitchen", "porch"]
+
+async def test_a_killed_journal_process_fails_what_it_had_not_answered_and_a_new_one_serves(
+    tmp_path: Path,
+) -> None:
+    config = StorageConfig(data_dir=str(tmp_path))
+    engine = database.create_engine(config)
+    await database.upgrade(engine)
+    journal = Journal(engine, config)
+    try:
+        first, _, _ = await journal.run(functools.partial(add_topic, "kitchen"))
+        begun = tmp_path / "begun"
+        hung = asyncio.ensure_future(journal.run(functools.partial(add_topic_and_hang, "attic", str(begun))))
+        queued = asyncio.ensure_future(journal.run(functools.partial(add_topic, "cellar")))
+        async with asyncio.timeout(10):
+            while not begun.exists():  # the file system is the only way out of the hung transaction
+                await asyncio.sleep(0.01)
+        os.kill(first, signal.SIGKILL)
+        for lost in (hung, queued):
+            with pytest.raises(OperationalError, match="journal process ended"):
+                await asyncio.wait_for(lost, 10)
+        second, _, _ = await journal.run(functools.partial(add_topic, "porch"))
+        assert second != first
+        assert await _names(engine) == ["kitchen", "porch"]  # the killed transaction rolled back
     finally:
         await journal.close()
         await engine.dispose()
@@ -57,17 +99,18 @@ async def test_commits_rolls_back_and_keeps_serving_on_its_own_thread(tmp_path: 
 
 async def test_other_databases_run_the_same_function_through_the_async_engine() -> None:
     config = StorageConfig(database_url="sqlite+aiosqlite:///:memory:")
-    assert database.create_journal_engine(config) is None  # a second connection would not see it
+    assert not database.has_own_file(config)  # a second connection would not see it
     engine = database.create_engine(config)
     journal = Journal(engine)
     try:
 
-        def fill(connection: Connection) -> int:
+        def fill(connection: Connection) -> int:  # run in this process: no pickling
             connection.execute(text("CREATE TABLE t (n INTEGER)"))
             connection.execute(text("INSERT INTO t VALUES (1), (2)"))
             return int(connection.execute(text("SELECT sum(n) FROM t")).scalar_one())
 
         assert await journal.run(fill) == 3
+        assert journal.pid is None
     finally:
         await journal.close()
         await engine.dispose()

@@ -28,7 +28,7 @@ from gateway.storage import database
 from gateway.storage.models import Delivery
 from gateway.vapid import JWT_LIFETIME, KEY_FILE, RESIGN_BEFORE, VapidTokens, load_vapid_key
 from tests.conftest import TIMEOUT, Server, until, user
-from tests.process import gateway_env, pushgate, running, start_gateway
+from tests.process import gateway_env, helpers, pushgate, running, start_gateway
 from tests.webpush_service import PushService, unb64url
 
 T = TypeVar("T")
@@ -395,10 +395,16 @@ async def test_sigkill_mid_fan_out_loses_no_device_and_resends_only_unrecorded(
         await service.wait_for(lambda: len(service.received) > KILL_AT, "the fan-out to reach the hold")
         await until(lambda: _sent_rows(storage, message_id), "some sends to be recorded")
         pid = first.proc.pid
-        helpers = await until(lambda: _now(_children(pid)), "the key agreement helper to run")
+        started = await until(
+            lambda: _now("gateway.channels.webpush_ecdh" in helpers(pid).values()), "the key agreement helper"
+        )
+        assert started
+        running_helpers = list(helpers(pid))  # the key agreement helper and the storage journal
         first.proc.kill()  # SIGKILL, mid fan-out
         await asyncio.wait_for(first.proc.wait(), TIMEOUT)
-        await until(lambda: _now(not any(running(pid) for pid in helpers)), "the helper to end with it")
+        await until(
+            lambda: _now(not any(running(pid) for pid in running_helpers)), "the helpers to end with it"
+        )
     finally:
         assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
         service.release()
@@ -437,10 +443,6 @@ async def test_sigkill_mid_fan_out_loses_no_device_and_resends_only_unrecorded(
         else:  # not recorded: one recorded attempt after the restart, plus the unrecorded one, if any
             assert got[name] == row.attempts + sent_before[name], name
             assert sent_before[name] <= 1, name
-
-
-def _children(pid: int) -> list[int]:
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 async def _sent_rows(config: Config, message_id: str) -> int:

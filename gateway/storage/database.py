@@ -30,6 +30,7 @@ __all__ = [
     "create_engine",
     "create_journal_engine",
     "current_revision",
+    "has_own_file",
     "head_revision",
     "session_factory",
     "to_json",
@@ -62,13 +63,21 @@ def create_engine(config: StorageConfig) -> AsyncEngine:
     return engine
 
 
-def create_journal_engine(config: StorageConfig) -> Engine | None:
-    """The journal's own connection (``gateway.storage.journal``) to a SQLite file: the standard library's
-    driver, used from the journal's one thread, with the same pragmas and busy timeout as the async
-    engine's. ``None`` for other databases and for SQLite in memory (a second connection would not see it)."""
+def has_own_file(config: StorageConfig) -> bool:
+    """Whether the database is a SQLite file, which the journal process opens a connection of its own to
+    (``gateway.storage.journal``); not for other databases, nor SQLite in memory (a second connection would
+    not see it)."""
     url = make_url(config.resolved_database_url())
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+    return url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+
+
+def create_journal_engine(config: StorageConfig) -> Engine | None:
+    """The journal process's own connection (``gateway.storage.journal``) to a SQLite file: the standard
+    library's driver, with the same pragmas and busy timeout as the async engine's. ``None`` where
+    ``has_own_file`` says no."""
+    if not has_own_file(config):
         return None
+    url = make_url(config.resolved_database_url())
     engine = sqlalchemy.create_engine(
         url.set(drivername="sqlite"),
         poolclass=QueuePool,

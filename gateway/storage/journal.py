@@ -1,97 +1,195 @@
 """Write transactions as one hand-off each: the push path's inserts and the outbox's outcomes.
 
-A transaction is a plain function of a synchronous SQLAlchemy ``Connection``. On a SQLite file it runs
-whole on the journal's own thread, with its own connection to the same file: one hand-off to the thread
-and one back, however many statements it holds. Through aiosqlite every statement is a round trip to the
-driver's thread that waits for the event loop to come around; under load the loop is busy parsing and
-delivering, and a three-statement transaction took 10–25 ms, most of it waiting its turn, so the group
-commit, not the CPU, set the push path's pace. Other databases (and SQLite in memory, which a second
-connection would not see) run the same function through the async engine's ``run_sync``.
+A transaction is a function of a synchronous SQLAlchemy ``Connection``. On a SQLite file it runs whole in
+the journal process (``python -m gateway.storage.journal``, a ``gateway.helper_process``), with its own
+connection to the same file: one frame there and one back, however many statements it holds.
 
-Only the two busiest writers use it (``gateway.writer``, ``gateway.outbox``); they take turns through the
-core's write lock, so the journal's connection and aiosqlite's never wait for each other there. Other
-writes go through the async sessions and SQLite's busy timeout as before.
+Why a process and not a thread: the statements' Python (SQLAlchemy, binding the parameters) holds the GIL,
+so a journal thread and the event loop's thread took turns on one core. Under push load the two together
+were the whole core (the loop at 55–65%, the journal at 40–45%) while the machine's second core idled; in
+its own process the journal's Python runs beside the loop. Before the thread, every statement was a round
+trip to aiosqlite's thread that waited for the busy loop to come around (10–25 ms per three-statement
+transaction).
+
+The transaction therefore crosses a process boundary: it is pickled, so it is a module-level function
+(or a ``functools.partial`` of one, or a method of a picklable object) with plain data; its result and
+its error come back pickled. Other databases (and SQLite in memory, which a second connection would not
+see) run the same function through the async engine's ``run_sync``.
+
+If the process ends (killed, out of memory), the transactions it had not answered fail with an
+``OperationalError``: they may or may not have committed, so their callers answer "send again" (at least
+once), and the next transaction starts a new process.
+
+Only the two busiest writers use it (``gateway.writer``, ``gateway.outbox``), and they do not wait for
+each other: the process runs what it is handed in order, so the writer's next batch is already there when
+the recorder's outcomes commit, and the other way round. A write through the async sessions that must
+not find SQLite's write lock taken (the outbox's, beside a receipt hook) holds the journal off with
+``exclusive``; a transaction that finds the lock taken polls for it in sleeps of milliseconds (the busy
+timeout). Other writes go through the async sessions and that busy timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
-import threading
-from collections.abc import Callable
+import logging
+import pickle
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway import helper_process
+from gateway.config import StorageConfig
+
 __all__ = ["Journal", "Transaction"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # A write transaction: statements on a connection whose transaction the journal begins and commits.
 Transaction = Callable[[Connection], T]
 
-_Item = tuple[Callable[[Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
+_CLOSE_WAIT = 10.0  # seconds beyond the busy timeout the process has to finish and end once told to
 
 
 class Journal:
-    def __init__(self, engine: AsyncEngine, own: Engine | None = None) -> None:
-        """``own``: a synchronous engine on the same SQLite file for the journal's thread
-        (``database.create_journal_engine``); without it the transactions run through ``engine``."""
+    def __init__(self, engine: AsyncEngine, storage: StorageConfig | None = None) -> None:
+        """``storage``: the settings of a SQLite file (``database.has_own_file``), whose transactions run
+        in the journal process; without it they run through ``engine``."""
         self._engine = engine
-        self._own = own
-        self._jobs: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._storage = storage
+        self._process: asyncio.subprocess.Process | None = None
+        self._starting: asyncio.Lock = asyncio.Lock()
+        self._reader: asyncio.Task[None] | None = None
+        self._waiting: deque[asyncio.Future[Any]] = deque()  # answers to come, in the order asked
+        self._one_at_a_time = asyncio.Lock()  # without the process: one transaction of the engine at a time
+        self._sections = asyncio.Lock()  # one ``exclusive`` section at a time
+        self._open = asyncio.Event()  # no ``exclusive`` section holds transactions off
+        self._open.set()
+        self._running = 0  # transactions handed over and not answered yet
+        self._idle = asyncio.Event()  # ``_running`` is 0
+        self._idle.set()
+
+    @property
+    def pid(self) -> int | None:
+        """The journal process's id while it runs."""
+        return None if self._process is None else self._process.pid
 
     async def run(self, work: Transaction[T]) -> T:
         """Run ``work`` in one transaction, committed when it returns, rolled back when it raises (the
         error is raised here)."""
-        if self._own is None:
-            async with self._engine.begin() as connection:
-                return await connection.run_sync(work)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name="pushgate-journal", daemon=True)
-            self._thread.start()
-        self._jobs.put((work, future, loop))
+        while not self._open.is_set():
+            await self._open.wait()
+        self._running += 1
+        self._idle.clear()
+        try:
+            if self._storage is None:
+                async with self._one_at_a_time, self._engine.begin() as connection:
+                    return await connection.run_sync(work)
+            return await self._handed_over(work)
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """No journal transaction runs inside: the ones handed over are answered first, and new ones wait
+        until the section ends."""
+        async with self._sections:
+            self._open.clear()
+            try:
+                await self._idle.wait()
+                yield
+            finally:
+                self._open.set()
+
+    async def _handed_over(self, work: Transaction[T]) -> T:
+        data = helper_process.frame(pickle.dumps(work, pickle.HIGHEST_PROTOCOL))
+        process = self._process or await self._start()
+        assert process.stdin is not None
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._waiting.append(future)
+        process.stdin.write(data)
         return await future
 
+    async def _start(self) -> asyncio.subprocess.Process:
+        async with self._starting:
+            if self._process is None:
+                process = await helper_process.start(__name__)
+                assert process.stdin is not None
+                self._waiting.append(asyncio.get_running_loop().create_future())  # the settings' answer
+                process.stdin.write(helper_process.frame(pickle.dumps(self._storage)))
+                self._process = process
+                self._reader = asyncio.create_task(self._read(process), name="journal-reader")
+            return self._process
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        try:
+            while True:
+                committed, value = pickle.loads(await helper_process.read_frame(process.stdout))
+                future = self._waiting.popleft()
+                if future.done():  # the caller was cancelled meanwhile; what committed stays committed
+                    continue
+                if committed:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            if self._waiting or process.returncode not in (None, 0):
+                log.warning("the storage journal process ended (%s)", exc)
+        finally:
+            if self._process is process:
+                self._process = None
+            lost = OperationalError(
+                "(the storage journal process)", None, ConnectionError("the journal process ended")
+            )
+            while self._waiting:
+                future = self._waiting.popleft()
+                if not future.done():
+                    future.set_exception(lost)
+            await helper_process.stop(process, _CLOSE_WAIT)
+
     async def close(self) -> None:
-        """Finish what was handed over, then stop the thread and close its connection."""
-        if self._thread is not None:
-            self._jobs.put(None)
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
-        if self._own is not None:
-            self._own.dispose()
-
-    def _serve(self) -> None:
-        assert self._own is not None
-        while True:
-            item = self._jobs.get()
-            if item is None:
-                return
-            work, future, loop = item
-            try:
-                with self._own.begin() as connection:
-                    result = work(connection)
-            except BaseException as exc:  # handed to the caller, whatever it is
-                _hand_back(loop, future, error=exc)
-            else:
-                _hand_back(loop, future, result=result)
+        """Finish what was handed over, then end the process."""
+        async with self._starting:
+            process, reader = self._process, self._reader
+            if process is not None and reader is not None:
+                assert self._storage is not None
+                await helper_process.stop(process, self._storage.sqlite_busy_timeout + _CLOSE_WAIT)
+                await reader
 
 
-def _hand_back(
-    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], *, result: Any = None, error: Any = None
-) -> None:
-    def settle() -> None:
-        if future.done():  # the caller was cancelled meanwhile; what committed stays committed
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
+class _Transactions:
+    """The journal process's side: the first frame is the ``StorageConfig``, each one after it a pickled
+    transaction, answered with ``(True, result)`` or ``(False, error)``."""
 
-    with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-        loop.call_soon_threadsafe(settle)
+    def __init__(self) -> None:
+        self._engine: Engine | None = None
+
+    def answer(self, data: bytes) -> bytes:
+        if self._engine is None:
+            from gateway.storage.database import create_journal_engine
+
+            self._engine = create_journal_engine(pickle.loads(data))
+            assert self._engine is not None, "the journal process is for SQLite files"
+            return pickle.dumps((True, None))
+        try:
+            work = pickle.loads(data)
+            with self._engine.begin() as connection:
+                answer: tuple[bool, Any] = (True, work(connection))
+        except Exception as exc:  # handed to the caller, whatever it is
+            answer = (False, exc)
+        try:
+            return pickle.dumps(answer, pickle.HIGHEST_PROTOCOL)
+        except Exception:  # an error (or result) that does not pickle: its text, as an error
+            return pickle.dumps((False, RuntimeError(repr(answer[1]))))
+
+
+if __name__ == "__main__":
+    helper_process.serve(_Transactions().answer)
