@@ -9,6 +9,7 @@ import functools
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,14 @@ def add_topic_and_hang(name: str, begun: str, connection: Connection) -> None:
     connection.execute(insert(_TOPICS).values(id=name, name=name))
     Path(begun).touch()
     threading.Event().wait()
+
+
+def add_topic_once(name: str, release: str, connection: Connection) -> None:
+    """Insert, then wait (10 s at most) for the file ``release`` before committing."""
+    connection.execute(insert(_TOPICS).values(id=name, name=name))
+    deadline = time.monotonic() + 10
+    while not Path(release).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 async def _names(engine) -> list[str]:  # type: ignore[no-untyped-def]
@@ -92,6 +101,43 @@ async def test_a_killed_journal_process_fails_what_it_had_not_answered_and_a_new
         second, _, _ = await journal.run(functools.partial(add_topic, "porch"))
         assert second != first
         assert await _names(engine) == ["kitchen", "porch"]  # the killed transaction rolled back
+    finally:
+        await journal.close()
+        await engine.dispose()
+
+
+async def test_an_exclusive_section_waits_for_the_journal_and_holds_it_off(tmp_path: Path) -> None:
+    """What the outbox relies on to write through the async sessions beside the journal: the section
+    begins once the transactions handed over are answered, and one handed over meanwhile runs after it."""
+    config = StorageConfig(data_dir=str(tmp_path), sqlite_busy_timeout=0.1)
+    engine = database.create_engine(config)
+    await database.upgrade(engine)
+    journal = Journal(engine, config)
+    release = tmp_path / "release"
+    events: list[str] = []
+    try:
+        first = asyncio.ensure_future(journal.run(functools.partial(add_topic_once, "kitchen", str(release))))
+
+        async def section() -> None:
+            async with journal.exclusive():
+                events.append("section begun after kitchen" if first.done() else "section begun")
+                later = asyncio.ensure_future(journal.run(functools.partial(add_topic, "cellar")))
+                later.add_done_callback(lambda _: events.append("cellar committed"))
+                async with engine.begin() as conn:  # with a 0.1 s busy timeout: the lock must be free
+                    await conn.execute(insert(_TOPICS).values(id="porch", name="porch"))
+                events.append("section ends")
+            await later
+
+        running_section = asyncio.ensure_future(section())
+        for _ in range(20):
+            await asyncio.sleep(0)  # let the section try to begin while ``first`` is in the journal
+        assert events == []
+        release.touch()
+        await asyncio.wait_for(asyncio.gather(first, running_section), 10)
+        assert events == ["section begun after kitchen", "section ends", "cellar committed"]
+        async with engine.connect() as conn:
+            order = (await conn.scalars(text("SELECT name FROM topics ORDER BY rowid"))).all()
+        assert order == ["kitchen", "porch", "cellar"]
     finally:
         await journal.close()
         await engine.dispose()
