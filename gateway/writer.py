@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 Row = tuple[Table, dict[str, Any]]
 
 _MAX_BATCH = 500  # rows groups per transaction; bounds the transaction's size and latency
+_IN_FLIGHT = 2  # transactions handed to the journal at once (``GroupCommitWriter.run``)
 _Item = tuple[Sequence[Row], asyncio.Future[None]]
 _DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
 
@@ -46,6 +47,12 @@ class GroupCommitWriter:
         self._journal = journal
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=queue_size)
         self.commits = 0  # transactions committed, for metrics and the benchmark
+        self._committing: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        """Batches handed to the journal and not committed yet (at most ``_IN_FLIGHT``)."""
+        return len(self._committing)
 
     async def write(self, rows: Sequence[Row]) -> None:
         """Return once ``rows`` are committed; raise the database error if their transaction failed."""
@@ -66,22 +73,42 @@ class GroupCommitWriter:
         return future
 
     async def run(self) -> None:
-        """Commit batches until ``stop`` is called; what was queued before the stop is still written."""
-        while True:
-            first = await self._queue.get()
-            if first is None:
-                return
-            batch = [first]
+        """Commit batches until ``stop`` is called; what was queued before the stop is still written.
+
+        Up to ``_IN_FLIGHT`` batches are handed to the journal at once: while one commits, the next is
+        already there to follow it, instead of the journal idling while the loop answers and routes the
+        pushes just committed, and the loop idling while the journal commits."""
+        room = asyncio.Semaphore(_IN_FLIGHT)
+        committing = self._committing
+
+        def _committed(task: asyncio.Task[None]) -> None:
+            committing.discard(task)
+            room.release()
+
+        try:
             stopping = False
-            while len(batch) < _MAX_BATCH and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-            await self._commit(batch)
-            if stopping:
-                return
+            while not stopping:
+                await room.acquire()
+                first = await self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                # With the other slot free too, half of what waits: the other half follows at once, and
+                # its pushes are answered while the first half is routed (else one batch takes all, and
+                # the loop and the journal take turns idling).
+                size = _MAX_BATCH if len(committing) else min(_MAX_BATCH, (self._queue.qsize() + 2) // 2)
+                while len(batch) < size and not self._queue.empty():
+                    item = self._queue.get_nowait()
+                    if item is None:
+                        stopping = True
+                        break
+                    batch.append(item)
+                task = asyncio.create_task(self._commit(batch), name="group-commit")
+                committing.add(task)
+                task.add_done_callback(_committed)
+        finally:
+            if committing:
+                await asyncio.gather(*committing)
 
     async def stop(self) -> None:
         await self._queue.put(None)

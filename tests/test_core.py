@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -12,6 +13,8 @@ from gateway.config import Config
 from gateway.core import Gateway
 from gateway.request import PushRequest
 from gateway.storage.models import Delivery, Message, Receipt
+from tests.conftest import until
+from tests.test_durability import write_lock_held_on
 
 
 async def count(gw: Gateway, model: type) -> int:
@@ -28,6 +31,31 @@ async def test_concurrent_publishes_share_commits(config: Config) -> None:
         assert len({r.id for r in results}) == 50
         assert await count(gw, Message) == 50 and await count(gw, Receipt) == 50
         assert gw.writer.commits < 50, "concurrent publishes are grouped into fewer transactions"
+
+
+async def test_a_second_batch_is_handed_over_while_the_first_commits(config: Config) -> None:
+    """Group commit as a pipeline: while one batch waits for its commit (here on another process's write
+    lock), the next is already handed to the journal, so it follows without a round trip; both commit,
+    and every push is stored once with its own delivery row."""
+    async with Gateway.running(config) as gw:
+        gw.attach_mqtt(PushgateBroker(gw, config.mqtt))  # real broker, not started: rows stay pending
+        await gw.admin.create_topic("t")
+        async with write_lock_held_on(Path(config.storage.data_dir) / "pushgate.db"):
+            pushes = asyncio.gather(
+                *(gw.publish(PushRequest(topic="t", message=f"m{i}", source="test")) for i in range(40))
+            )
+
+            async def two_in_flight() -> bool:
+                return gw.writer.in_flight == 2
+
+            await until(two_in_flight, "a second batch handed over while the first waits")
+            assert not pushes.done()  # nothing is answered before it is committed
+        results = await asyncio.wait_for(pushes, 10)
+        assert len({r.id for r in results}) == 40
+        assert await count(gw, Message) == 40 and await count(gw, Delivery) == 40
+        async with gw.sessions() as session:
+            ids = (await session.scalars(select(Delivery.id))).all()
+        assert len(set(ids)) == 40
 
 
 async def test_retention_prunes_old_messages_with_their_rows(config: Config) -> None:
