@@ -31,4 +31,4 @@ def action_report(payload: bytes) -> ActionReport:
 
 def error_payload(exc: PushgateError) -> bytes:
     body = {"status": exc.status, **exc.to_dict()}
-    return compact_json(body).encode()
+    return compact_json(body)

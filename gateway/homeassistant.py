@@ -307,4 +307,4 @@ class HomeAssistant:
                 "device": device,
                 "origin": origin,
             }
-        return {config_topic: compact_json(config).encode() for config_topic, config in configs.items()}
+        return {config_topic: compact_json(config) for config_topic, config in configs.items()}

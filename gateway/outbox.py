@@ -133,7 +133,7 @@ def event_row(
         channel=channel,
         target=target,
         event=event,
-        payload=compact_json(payload),
+        payload=compact_json(payload).decode(),
         next_attempt_at=now,
         created_at=now,
         updated_at=now,

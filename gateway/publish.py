@@ -201,7 +201,24 @@ class NewMessage:
     created_at: datetime
 
     def values(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        # spelled out: a comprehension over ``__slots__`` with ``getattr`` took twice as long, per push
+        return {
+            "id": self.id,
+            "topic_id": self.topic_id,
+            "title": self.title,
+            "message": self.message,
+            "priority": self.priority,
+            "tags": self.tags,
+            "click_url": self.click_url,
+            "icon_url": self.icon_url,
+            "image_url": self.image_url,
+            "actions": self.actions,
+            "callback_url": self.callback_url,
+            "sound": self.sound,
+            "ttl": self.ttl,
+            "source": self.source,
+            "created_at": self.created_at,
+        }
 
 
 _MESSAGES: Table = Message.__table__  # type: ignore[assignment]

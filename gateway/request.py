@@ -68,9 +68,10 @@ class PushRequest:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ValidMessage:
-    """A request that passed validation: every field has its final type."""
+    """A request that passed validation: every field has its final type. Made per push, so not ``frozen``
+    (like ``gateway.channels.Job``); nothing changes it after validation."""
 
     title: str
     message: str
@@ -85,9 +86,9 @@ class ValidMessage:
     ttl: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PushResult:
-    """What an edge answers once the message is durably stored."""
+    """What an edge answers once the message is durably stored. Made per push, so not ``frozen``."""
 
     id: str
     receipt_id: str

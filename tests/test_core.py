@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from sqlalchemy import func, select
 from broker.server import PushgateBroker
 from gateway.config import Config
 from gateway.core import Gateway
+from gateway.publish import NewMessage
 from gateway.request import PushRequest
 from gateway.storage.models import Delivery, Message, Receipt
 from tests.conftest import until
@@ -68,3 +70,9 @@ async def test_retention_prunes_old_messages_with_their_rows(config: Config) -> 
         assert await gw.prune(now=result.timestamp + timedelta(days=days) - timedelta(seconds=1)) == 0
         assert await gw.prune(now=result.timestamp + timedelta(days=days, seconds=1)) == 1
         assert (await count(gw, Message), await count(gw, Receipt), await count(gw, Delivery)) == (0, 0, 0)
+
+
+def test_a_new_messages_row_values_name_every_field() -> None:
+    """``NewMessage.values`` spells its fields out (for speed): one added to the class must be stored too."""
+    message = NewMessage(**{f.name: f"value of {f.name}" for f in dataclasses.fields(NewMessage)})
+    assert message.values() == {f.name: f"value of {f.name}" for f in dataclasses.fields(NewMessage)}

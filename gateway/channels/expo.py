@@ -124,7 +124,7 @@ def notification(token: str, envelope: Mapping[str, Any], sound: str | None, ttl
 
 
 def _size(made: Notification) -> int:
-    return len(compact_json(made.get_payload()).encode())
+    return len(compact_json(made.get_payload()))
 
 
 class ExpoChannel:

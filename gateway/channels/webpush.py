@@ -125,7 +125,7 @@ def build_payload(source: dict[str, Any], icon: str | None, limit: int = MAX_PLA
     body["truncated"] = False
 
     def encode() -> bytes:
-        return compact_json(body).encode()
+        return compact_json(body)
 
     data = encode()
     if len(data) <= limit:
