@@ -80,10 +80,10 @@ def _tune_runtime() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    # The storage journal's thread lets go of the GIL for every SQLite call and must take it back from the
-    # event loop's thread, which a busy loop hands over only every switch interval (5 ms by default): a
-    # transaction of a few calls then waited tens of milliseconds for the GIL. A shorter interval changes
-    # nothing while only the loop runs Python.
+    # A thread calling into SQLite (aiosqlite's, for the async sessions) lets go of the GIL for every call
+    # and must take it back from the event loop's thread, which a busy loop hands over only every switch
+    # interval (5 ms by default): a query of a few calls then waited tens of milliseconds for the GIL. A
+    # shorter interval changes nothing while only the loop runs Python.
     sys.setswitchinterval(_SWITCH_INTERVAL)
 
 

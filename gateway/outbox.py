@@ -81,6 +81,34 @@ _RETRY = (
     )
 )
 _IN_CHUNK = 500  # ids per IN (...) list, well below every backend's limit on bound parameters
+# The recorder's statements, built once: building an UPDATE with an IN list per transaction was a tenth
+# of the journal's work per outcome. ``ids`` / ``messages`` are expanding parameters (IN lists).
+_SETTLE = (
+    update(_deliveries)
+    .where(_deliveries.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        state=bindparam("b_state"),
+        last_error=bindparam("b_error"),
+        attempts=_deliveries.c.attempts + bindparam("b_inc"),
+        updated_at=bindparam("b_now"),
+    )
+)
+_MOVING = select(_receipts.c.message_id).where(
+    _receipts.c.message_id.in_(bindparam("messages", expanding=True)),
+    _receipts.c.status.in_(("queued", "failed")),
+)
+# a ``queued`` receipt (or a ``failed`` one, on a late confirmation) becomes ``delivered``
+_CREDIT = (
+    update(_receipts)
+    .where(_receipts.c.message_id.in_(bindparam("messages", expanding=True)))
+    .values(
+        delivered_count=_receipts.c.delivered_count + bindparam("b_reached"),
+        updated_at=bindparam("b_now"),
+        status=case(
+            (_receipts.c.status.in_(("queued", "failed")), literal("delivered")), else_=_receipts.c.status
+        ),
+    )
+)
 
 
 class DeliveredHook(Protocol):
@@ -612,14 +640,14 @@ class _Outcomes:
         for (state_value, error), ids in self.settled.items():
             for i in range(0, len(ids), _IN_CHUNK):
                 connection.execute(
-                    update(_deliveries)
-                    .where(_deliveries.c.id.in_(ids[i : i + _IN_CHUNK]))
-                    .values(
-                        state=state_value,
-                        last_error=error,
-                        attempts=_deliveries.c.attempts + self.attempt,
-                        updated_at=self.now,
-                    )
+                    _SETTLE,
+                    {
+                        "ids": ids[i : i + _IN_CHUNK],
+                        "b_state": state_value,
+                        "b_error": error,
+                        "b_inc": self.attempt,
+                        "b_now": self.now,
+                    },
                 )
         if self.retried:
             connection.execute(_RETRY, self.retried)
@@ -633,28 +661,14 @@ class _Outcomes:
         just became ``delivered`` (from ``queued``, or ``failed`` when a late confirmation arrives)."""
         reached: list[str] = []
         for i in range(0, len(self.watched), _IN_CHUNK):
-            moving = connection.scalars(
-                select(_receipts.c.message_id).where(
-                    _receipts.c.message_id.in_(self.watched[i : i + _IN_CHUNK]),
-                    _receipts.c.status.in_(("queued", "failed")),
-                )
-            )
-            reached += moving.all()
+            reached += connection.scalars(_MOVING, {"messages": self.watched[i : i + _IN_CHUNK]}).all()
         by_count: dict[int, list[str]] = defaultdict(list)  # targets reached -> messages
         for message_id, n in self.credit.items():
             by_count[n].append(message_id)
-        # a ``queued`` receipt (or a ``failed`` one, on a late confirmation) becomes ``delivered``
-        moved = case(
-            (_receipts.c.status.in_(("queued", "failed")), literal("delivered")), else_=_receipts.c.status
-        )
         for n, message_ids in by_count.items():
             for i in range(0, len(message_ids), _IN_CHUNK):
                 connection.execute(
-                    update(_receipts)
-                    .where(_receipts.c.message_id.in_(message_ids[i : i + _IN_CHUNK]))
-                    .values(
-                        delivered_count=_receipts.c.delivered_count + n, updated_at=self.now, status=moved
-                    )
+                    _CREDIT, {"messages": message_ids[i : i + _IN_CHUNK], "b_reached": n, "b_now": self.now}
                 )
         return reached
 

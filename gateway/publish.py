@@ -15,8 +15,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table
-
 from gateway.access import Access, Principal, TopicInfo
 from gateway.channels import Job
 from gateway.config import LimitsConfig
@@ -221,9 +219,9 @@ class NewMessage:
         }
 
 
-_MESSAGES: Table = Message.__table__  # type: ignore[assignment]
-_RECEIPTS: Table = Receipt.__table__  # type: ignore[assignment]
-_DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
+_MESSAGES: str = Message.__tablename__
+_RECEIPTS: str = Receipt.__tablename__
+_DELIVERIES: str = Delivery.__tablename__
 
 
 @dataclass(slots=True)

@@ -4,11 +4,11 @@ Each caller hands its rows to ``write`` and is resumed only after the commit tha
 edge answers (HTTP 200, MQTT PUBACK) only for data that is on disk. The queue is bounded: when the disk
 falls behind, callers wait instead of memory growing.
 
-A row is a table and a dict of column values (``Row``), not an ORM object: building, instrumenting and
+A row is a table's name and a dict of column values (``Row``), not an ORM object: building, instrumenting and
 inspecting three ORM objects per push cost more than their INSERTs. ``orm_row`` turns an ORM object
 into one for the rare caller that has one. A batch's transaction is one function handed to the journal
 (``gateway.storage.journal``), so its statements do not each wait for the event loop; it goes to the
-journal process with the tables named, and comes back with the delivery ids it gave.
+journal process pickled (hence tables by name), and comes back with the delivery ids it gave.
 """
 
 from __future__ import annotations
@@ -32,14 +32,15 @@ __all__ = ["GroupCommitWriter", "Row", "orm_row"]
 
 log = logging.getLogger(__name__)
 
-# A row to insert: its table and the column values set (columns left out get their defaults). A
+# A row to insert: its table's name and the column values set (columns left out get their defaults). A
 # ``deliveries`` row without an ``id`` gets one written into its dict by the commit.
-Row = tuple[Table, dict[str, Any]]
+Row = tuple[str, dict[str, Any]]
 
 _MAX_BATCH = 500  # rows groups per transaction; bounds the transaction's size and latency
 _IN_FLIGHT = 2  # transactions handed to the journal at once (``GroupCommitWriter.run``)
 _Item = tuple[Sequence[Row], asyncio.Future[None]]
 _DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
+_DELIVERIES_NAME = _DELIVERIES.name
 
 
 class GroupCommitWriter:
@@ -132,9 +133,8 @@ class GroupCommitWriter:
             self._settle(future)
 
     async def _transaction(self, groups: list[Sequence[Row]]) -> None:
-        named = [[(table.name, values) for table, values in rows] for rows in groups]
         unnumbered = _unnumbered(groups)  # before: without the journal process, the commit numbers these
-        numbered = await self._journal.run(functools.partial(_insert_groups, named))
+        numbered = await self._journal.run(functools.partial(_insert_groups, groups))
         for fresh, ids in zip(unnumbered, numbered, strict=True):
             for values, number in zip(fresh, ids, strict=True):
                 values["id"] = number
@@ -152,23 +152,22 @@ class GroupCommitWriter:
             future.set_result(None)
 
 
-def _insert_groups(named: list[list[tuple[str, dict[str, Any]]]], connection: Connection) -> list[list[int]]:
-    """Insert the groups' rows (tables by name) with one bulk INSERT per table and set of columns given
+def _insert_groups(groups: list[Sequence[Row]], connection: Connection) -> list[list[int]]:
+    """Insert the groups' rows with one bulk INSERT per table and set of columns given
     (``gateway.storage.bulk``). Tables are inserted in the order they first appear in a group, so a group
     lists parents first. Returns the ids given to each group's deliveries that had none, in order (callers
     make jobs of them)."""
-    groups = [[(Base.metadata.tables[name], values) for name, values in rows] for rows in named]
     unnumbered = _unnumbered(groups)
-    tables: dict[tuple[Table, frozenset[str]], list[dict[str, Any]]] = {}
+    batches: dict[tuple[str, frozenset[str]], list[dict[str, Any]]] = {}
     for rows in groups:
-        for table, values in rows:
-            tables.setdefault((table, frozenset(values)), []).append(values)
+        for name, values in rows:
+            batches.setdefault((name, frozenset(values)), []).append(values)
     written = False
-    for (table, _), batch in tables.items():
-        if table is _DELIVERIES and "id" not in batch[0]:
+    for (name, _), batch in batches.items():
+        if name == _DELIVERIES_NAME and "id" not in batch[0]:
             _insert_deliveries(connection, batch, written=written)
         else:
-            insert_rows(connection, table, batch)
+            insert_rows(connection, Base.metadata.tables[name], batch)
         written = True
     return [[values["id"] for values in fresh] for fresh in unnumbered]
 
@@ -176,7 +175,8 @@ def _insert_groups(named: list[list[tuple[str, dict[str, Any]]]], connection: Co
 def _unnumbered(groups: Sequence[Sequence[Row]]) -> list[list[dict[str, Any]]]:
     """Each group's deliveries without an id, in order: the rows the commit numbers."""
     return [
-        [values for table, values in rows if table is _DELIVERIES and "id" not in values] for rows in groups
+        [values for name, values in rows if name == _DELIVERIES_NAME and "id" not in values]
+        for rows in groups
     ]
 
 
@@ -198,4 +198,4 @@ def orm_row(obj: Base) -> Row:
     """A new ORM object as a ``Row``: the column values set on it (unset ones get their defaults)."""
     state = inspect(obj)
     values = {attr.key: state.dict[attr.key] for attr in state.mapper.column_attrs if attr.key in state.dict}
-    return obj.__table__, values  # type: ignore[return-value]
+    return obj.__table__.name, values
