@@ -280,8 +280,8 @@ def cpu_seconds(pid: int | None = None) -> float:
 
 
 def family_cpu_seconds(pid: int) -> float:
-    """``cpu_seconds`` of a process and of the children it has now (pushgate's Web Push key agreement
-    helper), so that work handed to a helper process is counted as the server's."""
+    """``cpu_seconds`` of a process and of the children it has now (pushgate's storage journal and Web Push
+    key agreement helper), so that work handed to a helper process is counted as the server's."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     total = cpu_seconds(pid)
     for child in children:

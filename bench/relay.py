@@ -47,6 +47,7 @@ from harness import (
     add_server_arguments,
     code_version,
     cpu_seconds,
+    family_cpu_seconds,
     machine_busy_seconds,
     parse_server_arguments,
     percentile,
@@ -361,7 +362,8 @@ async def hold_idle(
 
 
 def _cpu(server: Server) -> float:
-    return cpu_seconds(server.proc.pid)
+    """The broker's CPU, with its helper processes' (pushgate's storage journal)."""
+    return family_cpu_seconds(server.proc.pid)
 
 
 def _rss_kib(server: Server) -> int:
