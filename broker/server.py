@@ -478,8 +478,8 @@ class PushgateBroker(Broker):
         if not self._in_prefix(topic):
             # the gateway's Home Assistant discovery configs are not for clients to forge
             allowed = self._discovery_name(topic) is None and self._home_allows(session, "write", topic)
-        elif self.is_ingest_topic(topic):
-            return self._ingest_now(session, topic, data)
+        elif (parsed := parse_topic(self._prefix, topic)) is not None and parsed.leaf in DEVICE_LEAVES:
+            return self._ingest_now(session, parsed, topic, data)
         else:
             allowed = await self._topic_filtering(session, topic, Action.PUBLISH)
         if not allowed:
@@ -626,11 +626,11 @@ class PushgateBroker(Broker):
             self.ingest_pauses += 1
             await self._ingest_room.wait()
 
-    def _ingest_now(self, session: Session, mqtt_topic: str, payload: bytes) -> asyncio.Future[bool] | None:
+    def _ingest_now(
+        self, session: Session, parsed: PushgateTopic, mqtt_topic: str, payload: bytes
+    ) -> asyncio.Future[bool] | None:
         """``ingest`` without a Task when the topic is cached: the core's ``Publisher.submit`` joins the
         group commit and resolves the returned future once stored. Other cases take ``start_ingest``."""
-        parsed = parse_topic(self._prefix, mqtt_topic)
-        assert parsed is not None
         info = self._gateway.topics.cached(parsed.name) if parsed.leaf == "push" else None
         if info is None:
             return self.start_ingest(session, mqtt_topic, payload)
@@ -668,10 +668,6 @@ class PushgateBroker(Broker):
         error = asyncio.ensure_future(self._route(f"{self._prefix}/{name}/error", error_payload(exc), 0))
         self._track_push(error)
         error.add_done_callback(self._untrack_push)
-
-    def is_ingest_topic(self, mqtt_topic: str) -> bool:
-        parsed = parse_topic(self._prefix, mqtt_topic)
-        return parsed is not None and parsed.leaf in DEVICE_LEAVES
 
     async def ingest(self, session: Session, mqtt_topic: str, payload: bytes) -> bool:
         """Give a device's push (or action report) to the core. True when settled (stored, or refused for

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.homeassistant import NODE_PREFIX, STATE_EVENT
 
@@ -23,8 +23,9 @@ GATEWAY_LEAVES = frozenset({"message", "action", "receipt", "error", STATE_EVENT
 DISCOVERY_NODE_PREFIX = NODE_PREFIX
 
 
-@dataclass(frozen=True, slots=True)
-class PushgateTopic:
+class PushgateTopic(NamedTuple):
+    """A tuple, made for every publish into the prefix: a frozen dataclass took several times as long."""
+
     name: str  # the pushgate topic name, or "+"/"#" in a filter
     leaf: str  # the last level, or "+"/"#"/"" in a filter
 

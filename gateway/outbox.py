@@ -205,6 +205,7 @@ class Outbox:
         self._config = config
         self._lanes: dict[str, _Lane] = {}
         self._broadcast: dict[str, BroadcastChannel] = {}
+        self._channels: dict[str, Channel] = {}  # ``lanes``
         self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=_QUEUE_SIZE)
         self._queued: set[int] = set()  # every job in memory, from submit until its outcome is recorded
         # Outcomes not recorded yet, of the loop's inline attempts and the lanes' workers. One recorder
@@ -237,8 +238,8 @@ class Outbox:
 
     @property
     def lanes(self) -> Mapping[str, Channel]:
-        """Every attached channel, broadcast or targeted, by name."""
-        return {name: lane.channel for name, lane in self._lanes.items()}
+        """Every attached channel, broadcast or targeted, by name (read per push: kept, not rebuilt)."""
+        return self._channels
 
     def add_channel(
         self,
@@ -250,6 +251,7 @@ class Outbox:
     ) -> None:
         policy = retry or RetryPolicy(self._config.poll_interval * 5, _DEFAULT_RETRY_CEILING)
         self._lanes[channel.name] = _Lane(channel, broadcast, policy, concurrency)
+        self._channels[channel.name] = channel
         if broadcast:
             self._broadcast[channel.name] = cast(BroadcastChannel, channel)
 

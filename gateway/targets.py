@@ -102,10 +102,13 @@ class DeviceTargets:
 
     def for_topic(self, topic: TopicInfo, channels: Iterable[str]) -> list[Target]:
         """The devices a message on ``topic`` goes to, limited to the delivery channels attached."""
+        owned = self._by_owner.get(topic.owner_id, ()) if topic.owner_id else ()
+        named = self._by_topic.get(topic.name, ())
+        if not owned and not named:  # most pushes, on a topic without devices: nothing to build
+            return []
         attached = set(channels)
         found: list[Target] = []
-        owned = self._by_owner.get(topic.owner_id, ()) if topic.owner_id else ()
-        for device_id in (*owned, *self._by_topic.get(topic.name, ())):
+        for device_id in (*owned, *named):
             entry = self._devices[device_id]
             if entry.channel not in attached:
                 continue
