@@ -644,7 +644,7 @@ class PushgateBroker(Broker):
             self._refused(session, parsed.name, exc)
             return None
         submitted = self._gateway.publisher.submit(request, principal)
-        settled: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        settled: asyncio.Future[bool] = self._loop.create_future()
 
         def _stored(done: asyncio.Future[Any]) -> None:
             self._untrack_push(settled)

@@ -57,6 +57,7 @@ class Publisher:
         self._targets = targets
         # Told the action ids of each committed message that offers actions (Home Assistant discovery).
         self._on_accepted = on_accepted
+        self._loop: asyncio.AbstractEventLoop | None = None  # the running loop, once known (``submit``)
 
     async def publish(
         self,
@@ -88,7 +89,9 @@ class Publisher:
         topic = self._topics.cached(req.topic)
         if topic is None:
             return asyncio.ensure_future(self.publish(req, principal))
-        result: asyncio.Future[PushResult] = asyncio.get_running_loop().create_future()
+        if self._loop is None:  # kept: ``get_running_loop`` is a getpid() system call on Python 3.11
+            self._loop = asyncio.get_running_loop()
+        result: asyncio.Future[PushResult] = self._loop.create_future()
         try:
             accepted = self._accept(req, topic, principal)
         except PushgateError as exc:

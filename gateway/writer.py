@@ -49,6 +49,7 @@ class GroupCommitWriter:
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=queue_size)
         self.commits = 0  # transactions committed, for metrics and the benchmark
         self._committing: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the running loop, once known (``_new_future``)
 
     @property
     def in_flight(self) -> int:
@@ -59,19 +60,26 @@ class GroupCommitWriter:
         """Return once ``rows`` are committed; raise the database error if their transaction failed."""
         future = self.submit(rows)
         if future is None:  # the queue is full: wait for room
-            future = asyncio.get_running_loop().create_future()
+            future = self._new_future()
             await self._queue.put((rows, future))
         await future
 
     def submit(self, rows: Sequence[Row]) -> asyncio.Future[None] | None:
         """Queue ``rows`` without waiting; the future settles as ``write`` returns. ``None`` when the queue
         is full, so the caller waits (``write``) instead of memory growing."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[None] = self._new_future()
         try:
             self._queue.put_nowait((rows, future))
         except asyncio.QueueFull:
             return None
         return future
+
+    def _new_future(self) -> asyncio.Future[None]:
+        # The loop is kept: on Python 3.11 ``asyncio.get_running_loop`` makes a getpid() system call, and
+        # the push path asked for it three times per push.
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop.create_future()
 
     async def run(self) -> None:
         """Commit batches until ``stop`` is called; what was queued before the stop is still written.
