@@ -15,10 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
 import signal
 import struct
 import sys
-from collections.abc import Callable
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 __all__ = ["LENGTH", "frame", "read_frame", "serve", "start", "stop"]
 
@@ -55,22 +59,67 @@ async def stop(process: asyncio.subprocess.Process, wait: float) -> None:
         await process.wait()
 
 
-def serve(answer: Callable[[bytes], bytes | None]) -> None:
+def serve(answer: Callable[[bytes], bytes | None], *, settle: Callable[[], None] | None = None) -> None:
     """The helper's side: ``answer`` each frame of stdin with a frame on stdout until the input ends (or
     ``answer`` returns ``None``). What else writes to stdout (a library's print) goes to stderr instead, so
-    it cannot corrupt the answers."""
+    it cannot corrupt the answers.
+
+    With ``settle``, a second thread sends the answers, each only after a call of ``settle`` that began
+    once it was made; meanwhile the next frames are answered, and one call covers every answer made
+    during the one before. The storage journal's fsync of SQLite's log so overlaps its next transaction."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sink = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    source = sys.stdin.buffer
+    if settle is None:
+        for data in _frames(sys.stdin.buffer):
+            answered = answer(data)
+            if answered is None:
+                return
+            sink.write(frame(answered))
+            sink.flush()
+        return
+    answers: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    sender = threading.Thread(target=_send_settled, args=(answers, sink, settle), name="answers")
+    sender.start()
+    try:
+        for data in _frames(sys.stdin.buffer):
+            answered = answer(data)
+            if answered is None:
+                return
+            answers.put(frame(answered))
+    finally:
+        answers.put(None)
+        sender.join()
+
+
+def _frames(source: BinaryIO) -> Iterator[bytes]:
     while len(head := source.read(LENGTH.size)) == LENGTH.size:
         (size,) = LENGTH.unpack(head)
         data = source.read(size)
         if len(data) != size:
             return
-        answered = answer(data)
-        if answered is None:
+        yield data
+
+
+def _send_settled(
+    answers: queue.SimpleQueue[bytes | None], sink: BinaryIO, settle: Callable[[], None]
+) -> None:
+    """Send what was answered after one ``settle`` call for all of it, until the end (``None``). If
+    ``settle`` fails, nothing more is sent and the process ends: the gateway fails what it had not been
+    answered ("send again") and starts a new helper."""
+    while True:
+        batch = [answers.get()]
+        while not answers.empty():
+            batch.append(answers.get())
+        ready = [data for data in batch if data is not None]
+        if ready:
+            try:
+                settle()
+            except Exception:
+                traceback.print_exc()
+                os._exit(1)
+            sink.write(b"".join(ready))
+            sink.flush()
+        if None in batch:
             return
-        sink.write(frame(answered))
-        sink.flush()

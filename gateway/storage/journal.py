@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import os
 import pickle
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -167,17 +169,22 @@ class Journal:
 
 class _Transactions:
     """The journal process's side: the first frame is the ``StorageConfig``, each one after it a pickled
-    transaction, answered with ``(True, result)`` or ``(False, error)``."""
+    transaction, answered with ``(True, result)`` or ``(False, error)``.
+
+    ``synchronous = FULL`` (or EXTRA) is kept by syncing the log here rather than in SQLite's commit: the
+    connection commits at NORMAL (the log written, not synced), and ``settle`` fsyncs the log before the
+    answers go out (``helper_process.serve``). A commit is so answered only once it is on disk, as FULL
+    promises, but the process runs the next transaction while the disk syncs, and one sync covers every
+    commit made during the one before: under push load the process waited on the disk a fifth of the
+    time. SQLite itself still syncs around its checkpoints, as at NORMAL."""
 
     def __init__(self) -> None:
         self._engine: Engine | None = None
+        self._log: str | None = None  # the write-ahead log's path, when commits are synced here
 
     def answer(self, data: bytes) -> bytes:
         if self._engine is None:
-            from gateway.storage.database import create_journal_engine
-
-            self._engine = create_journal_engine(pickle.loads(data))
-            assert self._engine is not None, "the journal process is for SQLite files"
+            self._open(pickle.loads(data))
             return pickle.dumps((True, None))
         try:
             work = pickle.loads(data)
@@ -190,6 +197,39 @@ class _Transactions:
         except Exception:  # an error (or result) that does not pickle: its text, as an error
             return pickle.dumps((False, RuntimeError(repr(answer[1]))))
 
+    def _open(self, storage: StorageConfig) -> None:
+        from gateway.storage.database import create_journal_engine
+
+        synced_here = storage.sqlite_synchronous.upper() in _SYNCED_PER_COMMIT
+        if synced_here:
+            storage = dataclasses.replace(storage, sqlite_synchronous="NORMAL")
+        self._engine = create_journal_engine(storage)
+        assert self._engine is not None, "the journal process is for SQLite files"
+        if synced_here:
+            with self._engine.connect() as connection:
+                files = connection.exec_driver_sql("PRAGMA database_list").all()
+            self._log = next(file for _, name, file in files if name == "main") + "-wal"
+
+    def settle(self) -> None:
+        """Make every commit answered so far durable: fsync the write-ahead log. The file is opened by
+        name each time, so a log SQLite deleted and made anew is never missed; one that is not there has
+        been checkpointed into the database file, which SQLite synced."""
+        if self._log is None:
+            return
+        try:
+            fd = os.open(self._log, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# The levels at which SQLite syncs the write-ahead log at every commit (in WAL mode EXTRA is FULL).
+_SYNCED_PER_COMMIT = frozenset({"FULL", "EXTRA"})
+
 
 if __name__ == "__main__":
-    helper_process.serve(_Transactions().answer)
+    transactions = _Transactions()
+    helper_process.serve(transactions.answer, settle=transactions.settle)

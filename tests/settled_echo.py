@@ -1,0 +1,29 @@
+"""A helper process for ``tests/test_helper_process.py``: echoes each frame, sent only once settled.
+
+Each frame answered and each ``settle`` begun is told on stderr, one line each; a ``settle`` returns once
+the test writes a byte to the pipe whose read end is the file descriptor given as the argument."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from gateway import helper_process
+
+
+def main(gate: int) -> None:
+    def answer(data: bytes) -> bytes:
+        sys.stderr.write(f"answered {data.decode()}\n")
+        sys.stderr.flush()
+        return data
+
+    def settle() -> None:
+        sys.stderr.write("settling\n")
+        sys.stderr.flush()
+        os.read(gate, 1)
+
+    helper_process.serve(answer, settle=settle)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

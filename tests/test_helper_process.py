@@ -1,0 +1,61 @@
+"""``helper_process.serve`` with ``settle``: an answer goes out only after a ``settle`` call that began
+once it was made (the storage journal's fsync of SQLite's log), the frames after it are answered
+meanwhile, and one call covers all of them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from gateway import helper_process
+from tests.conftest import TIMEOUT
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+async def _line(stderr: asyncio.StreamReader) -> str:
+    return (await asyncio.wait_for(stderr.readline(), TIMEOUT)).decode().strip()
+
+
+async def test_an_answer_waits_for_a_settle_begun_after_it_and_one_covers_those_made_meanwhile() -> None:
+    gate_read, gate_write = os.pipe()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.settled_echo", str(gate_read),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        pass_fds=(gate_read,), cwd=_ROOT,
+    )  # fmt: skip
+    os.close(gate_read)
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+    try:
+        process.stdin.write(helper_process.frame(b"first"))
+        assert await _line(process.stderr) == "answered first"
+        assert await _line(process.stderr) == "settling"  # the sender holds "first" until this returns
+
+        process.stdin.write(helper_process.frame(b"second") + helper_process.frame(b"third"))
+        assert await _line(process.stderr) == "answered second"
+        assert await _line(process.stderr) == "answered third"
+        answer = asyncio.ensure_future(helper_process.read_frame(process.stdout))
+        done, _ = await asyncio.wait([answer], timeout=0.2)
+        assert not done, "an answer went out before its settle returned"
+
+        os.write(gate_write, b"x")  # the first settle returns: "first" goes out, the others wait
+        assert await asyncio.wait_for(answer, TIMEOUT) == b"first"
+        assert await _line(process.stderr) == "settling"  # one settle for both
+        answer = asyncio.ensure_future(helper_process.read_frame(process.stdout))
+        done, _ = await asyncio.wait([answer], timeout=0.2)
+        assert not done, "answers made during a settle went out without one of their own"
+
+        os.write(gate_write, b"x")
+        assert await asyncio.wait_for(answer, TIMEOUT) == b"second"
+        assert await asyncio.wait_for(helper_process.read_frame(process.stdout), TIMEOUT) == b"third"
+
+        process.stdin.close()  # the end of the input ends the helper, with nothing left to settle
+        assert await asyncio.wait_for(process.wait(), TIMEOUT) == 0
+        assert await process.stderr.read() == b""
+    finally:
+        os.close(gate_write)
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
