@@ -66,7 +66,7 @@ def serve(answer: Callable[[bytes], bytes | None], *, settle: Callable[[], None]
 
     With ``settle``, a second thread sends the answers, each only after a call of ``settle`` that began
     once it was made; meanwhile the next frames are answered, and one call covers every answer made
-    during the one before. The storage journal's fsync of SQLite's log so overlaps its next transaction."""
+    during the one before. The storage journal's sync of SQLite's log so overlaps its next transaction."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sink = os.fdopen(os.dup(sys.stdout.fileno()), "wb")

@@ -26,11 +26,12 @@ _TOPICS = Topic.__table__
 
 
 # Transactions cross into the journal process pickled, so they are module-level functions.
-def add_topic(name: str, connection: Connection) -> tuple[int, int, str]:
+def add_topic(name: str, connection: Connection) -> tuple[int, int, str, int]:
     connection.execute(insert(_TOPICS).values(id=name, name=name))
     synchronous = connection.exec_driver_sql("PRAGMA synchronous").scalar_one()
     mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar_one()
-    return os.getpid(), synchronous, mode
+    temporaries = connection.exec_driver_sql("PRAGMA temp_store").scalar_one()
+    return os.getpid(), synchronous, mode, temporaries
 
 
 def add_two_topics_of_one_name(connection: Connection) -> None:
@@ -64,9 +65,10 @@ async def test_commits_rolls_back_and_keeps_serving_in_its_own_process(tmp_path:
     await database.upgrade(engine)
     journal = Journal(engine, config)
     try:
-        pid, synchronous, mode = await journal.run(functools.partial(add_topic, "kitchen"))
+        pid, synchronous, mode, temporaries = await journal.run(functools.partial(add_topic, "kitchen"))
         assert pid == journal.pid and pid != os.getpid()  # the gateway's process never runs SQLite here
         assert (synchronous, mode) == (1, "wal")  # NORMAL, as configured; WAL like every connection
+        assert temporaries == 2  # MEMORY: no temporary file per transaction
 
         with pytest.raises(IntegrityError):  # the error itself, as the caller would get it in process
             await journal.run(add_two_topics_of_one_name)
@@ -87,7 +89,7 @@ async def test_a_killed_journal_process_fails_what_it_had_not_answered_and_a_new
     await database.upgrade(engine)
     journal = Journal(engine, config)
     try:
-        first, _, _ = await journal.run(functools.partial(add_topic, "kitchen"))
+        first, *_ = await journal.run(functools.partial(add_topic, "kitchen"))
         begun = tmp_path / "begun"
         hung = asyncio.ensure_future(journal.run(functools.partial(add_topic_and_hang, "attic", str(begun))))
         queued = asyncio.ensure_future(journal.run(functools.partial(add_topic, "cellar")))
@@ -98,7 +100,7 @@ async def test_a_killed_journal_process_fails_what_it_had_not_answered_and_a_new
         for lost in (hung, queued):
             with pytest.raises(OperationalError, match="journal process ended"):
                 await asyncio.wait_for(lost, 10)
-        second, _, _ = await journal.run(functools.partial(add_topic, "porch"))
+        second, *_ = await journal.run(functools.partial(add_topic, "porch"))
         assert second != first
         assert await _names(engine) == ["kitchen", "porch"]  # the killed transaction rolled back
     finally:

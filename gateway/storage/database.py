@@ -87,7 +87,15 @@ def create_journal_engine(config: StorageConfig) -> Engine | None:
         json_serializer=to_json,
     )
     event.listen(engine, "connect", _sqlite_pragmas(config))
+    event.listen(engine, "connect", _temporaries_in_memory)
     return engine
+
+
+def _temporaries_in_memory(dbapi_conn: Any, _record: Any) -> None:
+    """The journal's statements are a batch each, so what SQLite keeps aside while one runs (a multi-row
+    INSERT's statement journal, an IN list's table) is small: in memory instead of a temporary file made
+    and unlinked per transaction (200 a second under push load)."""
+    dbapi_conn.execute("PRAGMA temp_store=MEMORY")
 
 
 def _sqlite_pragmas(config: StorageConfig) -> Callable[[Any, Any], None]:

@@ -172,7 +172,7 @@ class _Transactions:
     transaction, answered with ``(True, result)`` or ``(False, error)``.
 
     ``synchronous = FULL`` (or EXTRA) is kept by syncing the log here rather than in SQLite's commit: the
-    connection commits at NORMAL (the log written, not synced), and ``settle`` fsyncs the log before the
+    connection commits at NORMAL (the log written, not synced), and ``settle`` syncs the log before the
     answers go out (``helper_process.serve``). A commit is so answered only once it is on disk, as FULL
     promises, but the process runs the next transaction while the disk syncs, and one sync covers every
     commit made during the one before: under push load the process waited on the disk a fifth of the
@@ -211,7 +211,7 @@ class _Transactions:
             self._log = next(file for _, name, file in files if name == "main") + "-wal"
 
     def settle(self) -> None:
-        """Make every commit answered so far durable: fsync the write-ahead log. The file is opened by
+        """Make every commit answered so far durable: sync the write-ahead log to disk. The file is opened by
         name each time, so a log SQLite deleted and made anew is never missed; one that is not there has
         been checkpointed into the database file, which SQLite synced."""
         if self._log is None:
@@ -221,7 +221,7 @@ class _Transactions:
         except FileNotFoundError:
             return
         try:
-            os.fsync(fd)
+            os.fdatasync(fd)  # as SQLite syncs its log on Linux: the data and the file's size
         finally:
             os.close(fd)
 
