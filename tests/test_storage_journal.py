@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import pickle
 import signal
 import threading
 import time
@@ -18,7 +19,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from gateway.config import StorageConfig
 from gateway.storage import database
-from gateway.storage.journal import Journal
+from gateway.storage.journal import Journal, _Transactions
 from gateway.storage.models import Topic
 from tests.process import running
 
@@ -162,3 +163,37 @@ async def test_other_databases_run_the_same_function_through_the_async_engine() 
     finally:
         await journal.close()
         await engine.dispose()
+
+
+@pytest.mark.parametrize(("level", "synced_here"), [("FULL", True), ("EXTRA", True), ("NORMAL", False)])
+def test_at_full_the_log_is_synced_by_the_journal_not_inside_the_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str, synced_here: bool
+) -> None:
+    """The journal process's side, run here: at FULL its commits are NORMAL and ``settle`` (called before
+    the answers go out, ``tests/test_helper_process.py``) syncs the database's write-ahead log."""
+    config = StorageConfig(data_dir=str(tmp_path), sqlite_synchronous=level)
+    asyncio.run(_migrated(config))
+    synced: list[str] = []
+    fdatasync = os.fdatasync
+
+    def recorded(fd: int) -> None:  # the OS call, recorded; SQLite's own syncs do not come through here
+        synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+        fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", recorded)
+    transactions = _Transactions()
+    assert pickle.loads(transactions.answer(pickle.dumps(config))) == (True, None)
+    committed, (_, synchronous, mode, _) = pickle.loads(
+        transactions.answer(pickle.dumps(functools.partial(add_topic, "kitchen")))
+    )
+    assert committed and (synchronous, mode) == (1, "wal")  # the commit itself wrote the log, unsynced
+    assert synced == []
+    transactions.settle()
+    log = os.path.realpath(tmp_path / "pushgate.db-wal")
+    assert synced == ([log] if synced_here else [])
+
+
+async def _migrated(config: StorageConfig) -> None:
+    engine = database.create_engine(config)
+    await database.upgrade(engine)
+    await engine.dispose()
