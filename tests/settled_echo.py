@@ -1,7 +1,8 @@
 """A helper process for ``tests/test_helper_process.py``: echoes each frame, sent only once settled.
 
 Each frame answered and each ``settle`` begun is told on stderr, one line each; a ``settle`` returns once
-the test writes a byte to the pipe whose read end is the file descriptor given as the argument."""
+the test writes a byte to the pipe whose read end is the file descriptor given as the argument, and
+fails if that byte is ``!``."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def main(gate: int) -> None:
     def settle() -> None:
         sys.stderr.write("settling\n")
         sys.stderr.flush()
-        os.read(gate, 1)
+        if os.read(gate, 1) == b"!":
+            raise OSError("the disk is gone")
 
     helper_process.serve(answer, settle=settle)
 
