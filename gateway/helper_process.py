@@ -71,26 +71,26 @@ def serve(answer: Callable[[bytes], bytes | None], *, settle: Callable[[], None]
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sink = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    if settle is None:
-        for data in _frames(sys.stdin.buffer):
-            answered = answer(data)
-            if answered is None:
-                return
-            sink.write(frame(answered))
-            sink.flush()
-        return
-    answers: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-    sender = threading.Thread(target=_send_settled, args=(answers, sink, settle), name="answers")
-    sender.start()
+    answers: queue.SimpleQueue[bytes | None] | None = None  # to the sending thread, with ``settle``
+    sender: threading.Thread | None = None
+    if settle is not None:
+        answers = queue.SimpleQueue()
+        sender = threading.Thread(target=_send_settled, args=(answers, sink, settle), name="answers")
+        sender.start()
     try:
         for data in _frames(sys.stdin.buffer):
             answered = answer(data)
             if answered is None:
                 return
-            answers.put(frame(answered))
+            if answers is None:
+                sink.write(frame(answered))
+                sink.flush()
+            else:
+                answers.put(frame(answered))
     finally:
-        answers.put(None)
-        sender.join()
+        if answers is not None and sender is not None:
+            answers.put(None)
+            sender.join()
 
 
 def _frames(source: BinaryIO) -> Iterator[bytes]:
