@@ -47,6 +47,7 @@ from gateway.channels import BroadcastChannel, Channel, Job, Outcome, State
 from gateway.config import OutboxConfig
 from gateway.envelope import as_utc, envelope
 from gateway.json_output import compact_json
+from gateway.storage.bulk import in_lists
 from gateway.storage.journal import Journal
 from gateway.storage.models import Delivery, Message, Receipt, Topic, utcnow
 from gateway.storage.numbering import number_new_deliveries
@@ -80,7 +81,6 @@ _RETRY = (
         next_attempt_at=bindparam("b_next"),
     )
 )
-_IN_CHUNK = 500  # ids per IN (...) list, well below every backend's limit on bound parameters
 # The recorder's statements, built once: building an UPDATE with an IN list per transaction was a tenth
 # of the journal's work per outcome. ``ids`` / ``messages`` are expanding parameters (IN lists).
 _SETTLE = (
@@ -581,12 +581,12 @@ class Outbox:
         message_ids = list({row[2] for row in picked})
         messages: dict[str, tuple[str, bytes | None]] = {}  # id -> topic, envelope
         wanted = {row[2] for row in picked if not row[4]}  # messages whose own envelope is sent
-        for i in range(0, len(message_ids), _IN_CHUNK):
+        for chunk in in_lists(message_ids):
             found = await session.execute(
                 select(Message, Receipt.id, Topic.name)
                 .join(Receipt, Receipt.message_id == Message.id)
                 .join(Topic, Message.topic_id == Topic.id)
-                .where(Message.id.in_(message_ids[i : i + _IN_CHUNK]))
+                .where(Message.id.in_(chunk))
             )
             for message, receipt_id, topic in found:
                 body = envelope(message, receipt_id, topic) if message.id in wanted else None
@@ -640,11 +640,11 @@ class _Outcomes:
     def record(self, connection: Connection) -> list[str]:
         """Write everything; returns the ``watched`` messages whose receipts just became ``delivered``."""
         for (state_value, error), ids in self.settled.items():
-            for i in range(0, len(ids), _IN_CHUNK):
+            for chunk in in_lists(ids):
                 connection.execute(
                     _SETTLE,
                     {
-                        "ids": ids[i : i + _IN_CHUNK],
+                        "ids": chunk,
                         "b_state": state_value,
                         "b_error": error,
                         "b_inc": self.attempt,
@@ -662,16 +662,14 @@ class _Outcomes:
         """Add the targets reached to each receipt; returns those of the ``watched`` messages whose receipts
         just became ``delivered`` (from ``queued``, or ``failed`` when a late confirmation arrives)."""
         reached: list[str] = []
-        for i in range(0, len(self.watched), _IN_CHUNK):
-            reached += connection.scalars(_MOVING, {"messages": self.watched[i : i + _IN_CHUNK]}).all()
+        for chunk in in_lists(self.watched):
+            reached += connection.scalars(_MOVING, {"messages": chunk}).all()
         by_count: dict[int, list[str]] = defaultdict(list)  # targets reached -> messages
         for message_id, n in self.credit.items():
             by_count[n].append(message_id)
         for n, message_ids in by_count.items():
-            for i in range(0, len(message_ids), _IN_CHUNK):
-                connection.execute(
-                    _CREDIT, {"messages": message_ids[i : i + _IN_CHUNK], "b_reached": n, "b_now": self.now}
-                )
+            for chunk in in_lists(message_ids):
+                connection.execute(_CREDIT, {"messages": chunk, "b_reached": n, "b_now": self.now})
         return reached
 
     def _fail_receipts(self, connection: Connection) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from broker.server import PushgateBroker
+from gateway.channels import Job, Outcome, State
 from gateway.config import Config
 from gateway.core import Gateway
 from gateway.publish import NewMessage
@@ -76,3 +77,22 @@ def test_a_new_messages_row_values_name_every_field() -> None:
     """``NewMessage.values`` spells its fields out (for speed): one added to the class must be stored too."""
     message = NewMessage(**{f.name: f"value of {f.name}" for f in dataclasses.fields(NewMessage)})
     assert message.values() == {f.name: f"value of {f.name}" for f in dataclasses.fields(NewMessage)}
+
+
+async def test_outcomes_recorded_together_credit_each_receipt_once(config: Config) -> None:
+    """The recorder's UPDATEs take their ids as IN lists padded by repeating the last id (``in_lists``):
+    five outcomes (a list of six) still mark five rows sent and count one target on each receipt."""
+    async with Gateway.running(config) as gw:
+        gw.attach_mqtt(PushgateBroker(gw, config.mqtt))  # real broker, not started: rows stay pending
+        await gw.admin.create_topic("t")
+        for i in range(5):
+            await gw.publish(PushRequest(topic="t", message=f"m{i}", source="test"))
+        async with gw.sessions() as session:
+            rows = (await session.execute(select(Delivery.id, Delivery.message_id))).all()
+        jobs = [Job(delivery_id, "mqtt", message_id, "t", b"") for delivery_id, message_id in rows]
+        await gw.outbox.confirm([(job, Outcome(State.SENT, delivered=1)) for job in jobs])
+        async with gw.sessions() as session:
+            receipts = (await session.execute(select(Receipt.status, Receipt.delivered_count))).all()
+            states = (await session.scalars(select(Delivery.state))).all()
+        assert sorted(receipts) == [("delivered", 1)] * 5
+        assert states == ["sent"] * 5

@@ -1,16 +1,16 @@
-"""``insert_rows`` (multi-row INSERTs on SQLite, 1000 rows a statement at most) stores exactly what
-SQLAlchemy's own INSERT stores."""
+"""``insert_rows`` (multi-row INSERTs on SQLite, 512 rows a statement at most) stores exactly what
+SQLAlchemy's own INSERT stores, in statements of a few sizes; ``in_lists`` for ``IN (...)``."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import event, insert, select, text
 
 from gateway.config import StorageConfig
 from gateway.storage import database
-from gateway.storage.bulk import insert_rows
+from gateway.storage.bulk import in_lists, insert_rows
 from gateway.storage.models import Delivery, Message, Topic
 
 _MESSAGES = Message.__table__
@@ -81,3 +81,45 @@ async def test_rows_match_sqlalchemys_insert_across_chunk_sizes(tmp_path: Path) 
             assert bulk["state"] == "pending" and bulk["created_at"] is not None
     finally:
         await engine.dispose()
+
+
+async def test_batches_of_any_size_reuse_a_few_statements(tmp_path: Path) -> None:
+    """SQLite compiles each new SQL text again (about 1 µs per row): batches of 1 to 300 rows go out as
+    statements of a power of two of rows each, nine texts in all, every row stored once."""
+    storage = StorageConfig(data_dir=str(tmp_path))
+    engine = database.create_engine(storage)
+    await database.upgrade(engine)
+    await engine.dispose()
+    journal = database.create_journal_engine(storage)
+    assert journal is not None
+    texts: list[str] = []
+    event.listen(journal, "before_cursor_execute", lambda _c, _cur, sql, *_: texts.append(sql))
+    try:
+        with journal.begin() as connection:
+            insert_rows(connection, Topic.__table__, [{"id": "t", "name": "bulk"}])
+            texts.clear()
+            for size in range(1, 301):
+                rows = [
+                    {"id": f"{size}-{n}", "topic_id": "t", "message": "m", "source": "mqtt"}
+                    for n in range(size)
+                ]
+                insert_rows(connection, _MESSAGES, rows)
+            stored = connection.execute(text("SELECT count(*), count(DISTINCT id) FROM messages")).one()
+    finally:
+        journal.dispose()
+    assert tuple(stored) == (300 * 301 // 2,) * 2
+    inserts = {sql for sql in texts if sql.startswith("INSERT INTO messages")}
+    assert {sql.count("(?") for sql in inserts} == {1, 2, 4, 8, 16, 32, 64, 128, 256}
+    assert len(inserts) == 9
+
+
+def test_in_lists_keep_every_value_in_a_few_lengths() -> None:
+    lengths: set[int] = set()
+    for count in range(1, 1100):
+        values = [f"id{n}" for n in range(count)]
+        lists = list(in_lists(values))
+        assert [v for part in lists for v in dict.fromkeys(part)] == values  # in order, padding repeats
+        assert all(len(part) <= 512 and len(part) - len(set(part)) < len(part) / 3 for part in lists)
+        lengths |= {len(part) for part in lists}
+    assert lengths == {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512}
+    assert list(in_lists([])) == []

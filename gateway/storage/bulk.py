@@ -7,6 +7,12 @@ and 205 ms beside a busy Python thread, the same rows as multi-row INSERTs 12 ms
 rows, so under load this was the push path's limit. Other drivers (asyncpg, psycopg) batch an
 executemany on their own and keep it.
 
+SQLite compiles a statement at about 1 µs per row (or per value of an ``IN`` list), and the driver keeps
+the compiled statements of the last 128 SQL texts. A batch's statements are therefore cut to a few sizes
+(a power of two of rows; ``in_lists`` for ``IN``), whose compiled statements are reused whatever the
+batch's size, instead of a text of its own compiled each time: with batches of 50 to 250 pushes that
+was a sixth of the storage journal's time (31 against 27 µs per push, inserts and outcomes).
+
 The rows are dicts of column values as ``insert(table)`` takes them; a column left out gets its Python
 default exactly as SQLAlchemy would give it (scalar or zero-argument callable), or NULL / the server's
 default when it has none. Values pass through each column type's own bind processor, so what is stored is
@@ -16,19 +22,21 @@ what the ORM would store.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Table, insert
 from sqlalchemy.engine import Dialect
 
-__all__ = ["insert_rows"]
+__all__ = ["in_lists", "insert_rows"]
 
-# Rows per statement at most: a batch goes out in as few statements as the variable limit allows; SQLite
-# prepares a statement of any length at about 1 µs per row.
-_LARGEST_CHUNK = 1000
+# Rows per statement at most (fewer where the variable limit says so); each statement holds a power of
+# two of them (``_chunk_size``).
+_LARGEST_CHUNK = 512
 _SQLITE_MAX_VARIABLES = 32_766  # SQLITE_MAX_VARIABLE_NUMBER since SQLite 3.32
+_LARGEST_IN_LIST = 512  # values per IN (...) list, well below every backend's limit on bound parameters
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +76,7 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, A
         return
     start = 0
     while start < len(rows):
-        chunk = rows[start : start + plan.largest]
+        chunk = rows[start : start + _chunk_size(len(rows) - start, plan.largest)]
         start += len(chunk)
         values: list[Any] = []
         for row in chunk:
@@ -81,6 +89,27 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, A
                     value = None
                 values.append(value if column.process is None else column.process(value))
         connection.exec_driver_sql(plan.sql(len(chunk)), tuple(values))
+
+
+def in_lists(values: Sequence[T]) -> Iterator[list[T]]:
+    """``values`` cut into lists for ``IN (...)`` of at most ``_LARGEST_IN_LIST``, each padded to one of a
+    few lengths by repeating its last value (``IN`` does not mind)."""
+    for start in range(0, len(values), _LARGEST_IN_LIST):
+        part = list(values[start : start + _LARGEST_IN_LIST])
+        part += part[-1:] * (_list_length(len(part)) - len(part))
+        yield part
+
+
+def _list_length(values: int) -> int:
+    """The least of 1, 2, 3, 4, 6, 8, 12, 16, 24 … (a power of two, or three quarters of one) that holds
+    ``values``: 18 lengths up to 512, a list padded by a sixth on average."""
+    power = 1 << (values - 1).bit_length()  # the least power of two that holds ``values``
+    return 3 * power // 4 if 3 * power // 4 >= values else power
+
+
+def _chunk_size(remaining: int, largest: int) -> int:
+    """The rows of the next statement: the largest power of two that fits."""
+    return 1 << (min(remaining, largest).bit_length() - 1)
 
 
 def _plan(table: Table, keys: frozenset[str], dialect: Dialect) -> _Plan | None:
