@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -13,9 +13,10 @@ from broker.server import PushgateBroker
 from gateway.channels import Job, Outcome, State
 from gateway.config import Config
 from gateway.core import Gateway
+from gateway.errors import Unavailable
 from gateway.publish import NewMessage
 from gateway.request import PushRequest
-from gateway.storage.models import Delivery, Message, Receipt
+from gateway.storage.models import Base, Delivery, Message, PushoverReceipt, Receipt
 from tests.conftest import until
 from tests.test_durability import write_lock_held_on
 
@@ -59,6 +60,67 @@ async def test_a_second_batch_is_handed_over_while_the_first_commits(config: Con
         async with gw.sessions() as session:
             ids = (await session.scalars(select(Delivery.id))).all()
         assert len(set(ids)) == 40
+
+
+async def test_the_next_batch_is_handed_over_before_a_committed_one_is_answered(config: Config) -> None:
+    """When a batch commits, its place in the journal goes to what waits before its pushes are answered
+    and routed, so the journal does not idle while the loop routes them."""
+    async with Gateway.running(config) as gw:
+        gw.attach_mqtt(PushgateBroker(gw, config.mqtt))  # real broker, not started: rows stay pending
+        await gw.admin.create_topic("t")
+
+        def push(text: str) -> asyncio.Task[object]:
+            return asyncio.ensure_future(gw.publish(PushRequest(topic="t", message=text, source="test")))
+
+        async with write_lock_held_on(Path(config.storage.data_dir) / "pushgate.db"):
+            first = [push(f"a{i}") for i in range(40)]
+
+            async def two_in_flight() -> bool:
+                return gw.writer.in_flight == 2
+
+            await until(two_in_flight, "both places in the journal taken")
+            then = [push(f"b{i}") for i in range(10)]
+
+            async def ten_waiting() -> bool:
+                return gw.writer.queued == 10
+
+            await until(ten_waiting, "the next pushes waiting for a place")
+            waiting_when_answered: list[int] = []
+            first[0].add_done_callback(lambda _: waiting_when_answered.append(gw.writer.queued))
+        await asyncio.wait_for(asyncio.gather(*first, *then), 10)
+        assert waiting_when_answered == [0]
+        assert await count(gw, Message) == 50
+
+
+async def test_a_group_the_database_refuses_fails_alone(config: Config) -> None:
+    """A batch whose transaction fails on one group's rows is written again group by group: that push
+    is refused ("send it again"), the others in its batch are stored."""
+    async with Gateway.running(config) as gw:
+        await gw.admin.create_topic("t")
+        topic = await gw.topics.get("t")
+        now = datetime.now(UTC)
+
+        def emergency(message: NewMessage) -> list[Base]:  # the same receipt id twice: one must fail
+            return [
+                PushoverReceipt(
+                    id="r" * 30,
+                    message_id=message.id,
+                    topic_id=topic.id,
+                    retry=60,
+                    next_send_at=now,
+                    expires_at=now,
+                    last_delivered_at=now,
+                )
+            ]
+
+        requests = [PushRequest(topic="t", message=f"m{i}", source="test") for i in range(10)]
+        results = await asyncio.gather(
+            *(gw.publish(req, extra=emergency if i in (3, 6) else None) for i, req in enumerate(requests)),
+            return_exceptions=True,
+        )
+        refused = [r for r in results if isinstance(r, Exception)]
+        assert len(refused) == 1 and isinstance(refused[0], Unavailable)
+        assert await count(gw, Message) == 9 and await count(gw, PushoverReceipt) == 1
 
 
 async def test_retention_prunes_old_messages_with_their_rows(config: Config) -> None:
