@@ -17,10 +17,27 @@ def as_utc(value: datetime) -> datetime:
 
 
 def iso(value: datetime) -> str:
-    """``2026-12-07T01:02:03Z``: ``isoformat`` is C and several times faster than ``strftime``."""
+    """``2026-12-07T01:02:03Z``. The text of the last second formatted is kept: every envelope formats its
+    message's time, new messages' times come in order, and ``isoformat`` of an aware time (its offset
+    formatted, then cut) cost 1 µs per push, a twentieth of the event loop's time per push."""
+    global _last
     if value.tzinfo is not UTC:  # a new message's time is UTC already: no conversion per envelope
         value = as_utc(value)
-    return value.isoformat(timespec="seconds")[:19] + "Z"
+    seen, text = _last
+    if (
+        value.second != seen.second
+        or value.minute != seen.minute
+        or value.hour != seen.hour
+        or value.day != seen.day
+        or value.month != seen.month
+        or value.year != seen.year
+    ):
+        text = value.isoformat(timespec="seconds")[:19] + "Z"
+        _last = (value, text)
+    return text
+
+
+_last: tuple[datetime, str] = (datetime.min, "")  # the last time ``iso`` formatted, and its text
 
 
 class MessageFields(Protocol):
