@@ -21,12 +21,13 @@ what the ORM would store.
 
 from __future__ import annotations
 
+import operator
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Table, insert
+from sqlalchemy import Column, Connection, Table, insert
 from sqlalchemy.engine import Dialect
 
 __all__ = ["in_lists", "insert_rows"]
@@ -40,23 +41,27 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class _Column:
-    key: str
-    process: Callable[[Any], Any] | None  # the type's bind processor on this dialect
-    default: Callable[[], Any] | None  # the Python default, for a row that leaves the column out
-
-
-@dataclass(frozen=True, slots=True)
 class _Plan:
-    """How rows with one set of keys go into one table: the columns in order, and the SQL per chunk size."""
+    """How rows with one set of keys go into one table: the columns given, then those filled by their
+    defaults, and the SQL per chunk size. A row's values are read with one ``itemgetter`` and only the
+    columns whose type has a bind processor are processed: per column and row in Python, this loop was
+    a tenth of the storage journal's time."""
 
-    columns: tuple[_Column, ...]
+    given: Callable[[dict[str, Any]], tuple[Any, ...]]  # the row's values of the columns it gives, in order
+    defaults: tuple[Callable[[], Any], ...]  # the Python defaults of the columns it leaves out
+    processed: tuple[tuple[int, Callable[[Any], Any]], ...]  # position in a row's values -> bind processor
     head: str  # INSERT INTO t (a, b) VALUES
     group: str  # (?, ?)
     largest: int
 
     def sql(self, rows: int) -> str:
         return self.head + ", ".join([self.group] * rows)
+
+    def values(self, row: dict[str, Any]) -> list[Any]:
+        values = [*self.given(row), *(default() for default in self.defaults)]
+        for at, process in self.processed:
+            values[at] = process(values[at])
+        return values
 
 
 # Per dialect object (its processors belong to it, e.g. the engine's JSON serializer), gone with its engine.
@@ -80,14 +85,7 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, A
         start += len(chunk)
         values: list[Any] = []
         for row in chunk:
-            for column in plan.columns:
-                if column.key in row:
-                    value = row[column.key]
-                elif column.default is not None:
-                    value = column.default()
-                else:
-                    value = None
-                values.append(value if column.process is None else column.process(value))
+            values += plan.values(row)
         connection.exec_driver_sql(plan.sql(len(chunk)), tuple(values))
 
 
@@ -124,28 +122,38 @@ def _make_plan(table: Table, keys: frozenset[str], dialect: Dialect) -> _Plan | 
     such a table goes through SQLAlchemy's own INSERT."""
     if dialect.paramstyle != "qmark":
         return None
-    columns: list[_Column] = []
-    names: list[str] = []
+    given: list[Column[Any]] = []
+    defaulted: list[tuple[Column[Any], Callable[[], Any]]] = []
     for column in table.columns:
+        if column.key in keys:
+            given.append(column)
+            continue
         default = column.default
-        getter: Callable[[], Any] | None = None
-        if default is not None and column.key not in keys:
-            if getattr(default, "is_scalar", False):
-                getter = _constant(default.arg)  # type: ignore[attr-defined]
-            elif getattr(default, "is_callable", False):
-                function = default.arg  # type: ignore[attr-defined]  # wrapped to take a context
-                getter = lambda function=function: function(None)  # noqa: E731
-            else:
-                return None
-        if column.key not in keys and getter is None:
+        if default is None:
             continue  # NULL, or the server's default
+        if getattr(default, "is_scalar", False):
+            defaulted.append((column, _constant(default.arg)))  # type: ignore[attr-defined]
+        elif getattr(default, "is_callable", False):
+            function = default.arg  # type: ignore[attr-defined]  # wrapped to take a context
+            defaulted.append((column, lambda function=function: function(None)))
+        else:
+            return None
+    columns = given + [column for column, _ in defaulted]
+    processed = []
+    for at, column in enumerate(columns):
         process = column.type.dialect_impl(dialect).bind_processor(dialect)
-        columns.append(_Column(column.key, process, getter))
-        names.append(dialect.identifier_preparer.quote(column.name))
-    head = f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({', '.join(names)}) VALUES "
-    group = "(" + ", ".join("?" for _ in columns) + ")"
-    largest = min(_LARGEST_CHUNK, _SQLITE_MAX_VARIABLES // len(columns))
-    return _Plan(tuple(columns), head, group, largest)
+        if process is not None:
+            processed.append((at, process))
+    getter = operator.itemgetter(*(column.key for column in given)) if given else (lambda _row: ())
+    names = ", ".join(dialect.identifier_preparer.quote(column.name) for column in columns)
+    return _Plan(
+        given=getter if len(given) != 1 else (lambda row, get=getter: (get(row),)),
+        defaults=tuple(default for _, default in defaulted),
+        processed=tuple(processed),
+        head=f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({names}) VALUES ",
+        group="(" + ", ".join("?" for _ in columns) + ")",
+        largest=min(_LARGEST_CHUNK, _SQLITE_MAX_VARIABLES // len(columns)),
+    )
 
 
 def _constant(value: Any) -> Callable[[], Any]:
