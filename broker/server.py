@@ -643,23 +643,21 @@ class PushgateBroker(Broker):
         except PushgateError as exc:
             self._refused(session, parsed.name, exc)
             return None
-        submitted = self._gateway.publisher.submit(request, principal)
         settled: asyncio.Future[bool] = self._loop.create_future()
 
-        def _stored(done: asyncio.Future[Any]) -> None:
+        def _stored(_result: object, exc: BaseException | None) -> None:
             self._untrack_push(settled)
-            if done.cancelled():
+            if isinstance(exc, asyncio.CancelledError):
                 settled.set_result(False)
                 return
-            exc = done.exception()
             if _clients_fault(exc):
                 self._refused(session, parsed.name, exc)
             elif exc is not None:
                 log.error("MQTT push on %s from %s failed", parsed.name, session.client_id, exc_info=exc)
             settled.set_result(exc is None or _clients_fault(exc))
 
-        self._track_push(settled)
-        submitted.add_done_callback(_stored)
+        self._track_push(settled)  # before: a refusal is told at once
+        self._gateway.publisher.submit(request, principal, _stored)
         return settled
 
     def _refused(self, session: Session, name: str, exc: PushgateError) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -30,9 +30,12 @@ from gateway.topics import TopicDirectory
 from gateway.validation import validate
 from gateway.writer import GroupCommitWriter, Row, orm_row
 
-__all__ = ["Publisher"]
+__all__ = ["Publisher", "Submitted"]
 
 log = logging.getLogger(__name__)
+
+# Told once what became of a push handed to ``Publisher.submit``: its result, or the error.
+Submitted = Callable[[PushResult | None, BaseException | None], None]
 
 
 class Publisher:
@@ -57,7 +60,6 @@ class Publisher:
         self._targets = targets
         # Told the action ids of each committed message that offers actions (Home Assistant discovery).
         self._on_accepted = on_accepted
-        self._loop: asyncio.AbstractEventLoop | None = None  # the running loop, once known (``submit``)
 
     async def publish(
         self,
@@ -82,33 +84,41 @@ class Publisher:
             listening += await channel.subscribers(topic.name)
         return replace(result, subscribers=result.subscribers + listening)
 
-    def submit(self, req: PushRequest, principal: Principal) -> asyncio.Future[PushResult]:
+    def submit(self, req: PushRequest, principal: Principal, done: Submitted) -> None:
         """``publish`` for an edge that must not wait per message (the broker's reader handles the next
-        packet while this one is committed): with the topic cached and room in the writer's queue, no Task
-        is made. The result's ``subscribers`` counts device targets only; MQTT answers with a PUBACK."""
+        packet while this one is committed): ``done`` is called with the result once stored, or with the
+        error (a ``PushgateError`` at once when the push is refused). With the topic cached and room in
+        the writer's queue, no Task and no future is made. The result's ``subscribers`` counts device
+        targets only; MQTT answers with a PUBACK."""
         topic = self._topics.cached(req.topic)
         if topic is None:
-            return asyncio.ensure_future(self.publish(req, principal))
-        if self._loop is None:  # kept: ``get_running_loop`` is a getpid() system call on Python 3.11
-            self._loop = asyncio.get_running_loop()
-        result: asyncio.Future[PushResult] = self._loop.create_future()
+            self._in_task(self.publish(req, principal), done)
+            return
         try:
             accepted = self._accept(req, topic, principal)
         except PushgateError as exc:
-            result.set_exception(exc)
-            return result
-        written = self._writer.submit(accepted.rows)
-        if written is None:  # the writer is backed up: wait for room like every other caller
-            return asyncio.ensure_future(self._write_and_route(accepted))
+            done(None, exc)
+            return
 
-        def _written(done: asyncio.Future[None]) -> None:
-            if done.exception() is not None:
-                result.set_exception(done.exception())  # type: ignore[arg-type]
+        def written(error: BaseException | None) -> None:
+            if error is None:
+                done(self._route(accepted), None)
             else:
-                result.set_result(self._route(accepted))
+                done(None, error)
 
-        written.add_done_callback(_written)
-        return result
+        if not self._writer.submit(accepted.rows, written):  # backed up: wait for room like everyone
+            self._in_task(self._write_and_route(accepted), done)
+
+    @staticmethod
+    def _in_task(work: Coroutine[Any, Any, PushResult], done: Submitted) -> None:
+        def finished(task: asyncio.Task[PushResult]) -> None:
+            if task.cancelled():
+                done(None, asyncio.CancelledError())
+            else:
+                error = task.exception()
+                done(None if error is not None else task.result(), error)
+
+        asyncio.ensure_future(work).add_done_callback(finished)
 
     async def _write_and_route(self, accepted: _Accepted) -> PushResult:
         await self._writer.write(accepted.rows)
