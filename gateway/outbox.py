@@ -40,14 +40,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Connection, bindparam, case, func, literal, select, update
+from sqlalchemy import Connection, bindparam, case, func, literal_column, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.channels import BroadcastChannel, Channel, Job, Outcome, State
 from gateway.config import OutboxConfig
 from gateway.envelope import as_utc, envelope
 from gateway.json_output import compact_json
-from gateway.storage.bulk import in_lists
+from gateway.storage.bulk import ListedStatement, in_lists
 from gateway.storage.journal import Journal
 from gateway.storage.models import Delivery, Message, Receipt, Topic, utcnow
 from gateway.storage.numbering import number_new_deliveries
@@ -81,32 +81,39 @@ _RETRY = (
         next_attempt_at=bindparam("b_next"),
     )
 )
-# The recorder's statements, built once: building an UPDATE with an IN list per transaction was a tenth
-# of the journal's work per outcome. ``ids`` / ``messages`` are expanding parameters (IN lists).
-_SETTLE = (
-    update(_deliveries)
-    .where(_deliveries.c.id.in_(bindparam("ids", expanding=True)))
-    .values(
-        state=bindparam("b_state"),
-        last_error=bindparam("b_error"),
-        attempts=_deliveries.c.attempts + bindparam("b_inc"),
-        updated_at=bindparam("b_now"),
+# The recorder's statements, each with one IN list (``ListedStatement``): a delivery's outcome, receipts
+# about to become ``delivered``, and the targets reached added to receipts. The receipt states are
+# literal SQL, so the IN list is the only list to render.
+_SETTLE = ListedStatement(
+    lambda ids: (
+        update(_deliveries)
+        .where(_deliveries.c.id.in_(ids))
+        .values(
+            state=bindparam("b_state"),
+            last_error=bindparam("b_error"),
+            attempts=_deliveries.c.attempts + bindparam("b_inc"),
+            updated_at=bindparam("b_now"),
+        )
     )
 )
-_MOVING = select(_receipts.c.message_id).where(
-    _receipts.c.message_id.in_(bindparam("messages", expanding=True)),
-    _receipts.c.status.in_(("queued", "failed")),
+_CREDITABLE = [literal_column("'queued'"), literal_column("'failed'")]
+_MOVING = ListedStatement(
+    lambda messages: select(_receipts.c.message_id).where(
+        _receipts.c.message_id.in_(messages), _receipts.c.status.in_(_CREDITABLE)
+    )
 )
 # a ``queued`` receipt (or a ``failed`` one, on a late confirmation) becomes ``delivered``
-_CREDIT = (
-    update(_receipts)
-    .where(_receipts.c.message_id.in_(bindparam("messages", expanding=True)))
-    .values(
-        delivered_count=_receipts.c.delivered_count + bindparam("b_reached"),
-        updated_at=bindparam("b_now"),
-        status=case(
-            (_receipts.c.status.in_(("queued", "failed")), literal("delivered")), else_=_receipts.c.status
-        ),
+_CREDIT = ListedStatement(
+    lambda messages: (
+        update(_receipts)
+        .where(_receipts.c.message_id.in_(messages))
+        .values(
+            delivered_count=_receipts.c.delivered_count + bindparam("b_reached"),
+            updated_at=bindparam("b_now"),
+            status=case(
+                (_receipts.c.status.in_(_CREDITABLE), literal_column("'delivered'")), else_=_receipts.c.status
+            ),
+        )
     )
 )
 
@@ -640,17 +647,8 @@ class _Outcomes:
     def record(self, connection: Connection) -> list[str]:
         """Write everything; returns the ``watched`` messages whose receipts just became ``delivered``."""
         for (state_value, error), ids in self.settled.items():
-            for chunk in in_lists(ids):
-                connection.execute(
-                    _SETTLE,
-                    {
-                        "ids": chunk,
-                        "b_state": state_value,
-                        "b_error": error,
-                        "b_inc": self.attempt,
-                        "b_now": self.now,
-                    },
-                )
+            params = {"b_state": state_value, "b_error": error, "b_inc": self.attempt, "b_now": self.now}
+            _SETTLE.run(connection, ids, params)
         if self.retried:
             connection.execute(_RETRY, self.retried)
         reached = self._credit_receipts(connection) if self.credit else []
@@ -661,15 +659,12 @@ class _Outcomes:
     def _credit_receipts(self, connection: Connection) -> list[str]:
         """Add the targets reached to each receipt; returns those of the ``watched`` messages whose receipts
         just became ``delivered`` (from ``queued``, or ``failed`` when a late confirmation arrives)."""
-        reached: list[str] = []
-        for chunk in in_lists(self.watched):
-            reached += connection.scalars(_MOVING, {"messages": chunk}).all()
+        reached: list[str] = _MOVING.run(connection, self.watched, {}) if self.watched else []
         by_count: dict[int, list[str]] = defaultdict(list)  # targets reached -> messages
         for message_id, n in self.credit.items():
             by_count[n].append(message_id)
         for n, message_ids in by_count.items():
-            for chunk in in_lists(message_ids):
-                connection.execute(_CREDIT, {"messages": chunk, "b_reached": n, "b_now": self.now})
+            _CREDIT.run(connection, message_ids, {"b_reached": n, "b_now": self.now})
         return reached
 
     def _fail_receipts(self, connection: Connection) -> None:

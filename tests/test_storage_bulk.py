@@ -6,15 +6,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import event, insert, select, text
+import pytest
+from sqlalchemy import bindparam, create_engine, event, insert, select, text, update
 
 from gateway.config import StorageConfig
 from gateway.storage import database
-from gateway.storage.bulk import in_lists, insert_rows
-from gateway.storage.models import Delivery, Message, Topic
+from gateway.storage.bulk import ListedStatement, in_lists, insert_rows
+from gateway.storage.models import Base, Delivery, Message, Topic
 
 _MESSAGES = Message.__table__
 _DELIVERIES = Delivery.__table__
+_LIST_LENGTHS = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512}
 
 
 async def test_rows_match_sqlalchemys_insert_across_chunk_sizes(tmp_path: Path) -> None:
@@ -121,5 +123,42 @@ def test_in_lists_keep_every_value_in_a_few_lengths() -> None:
         assert [v for part in lists for v in dict.fromkeys(part)] == values  # in order, padding repeats
         assert all(len(part) <= 512 and len(part) - len(set(part)) < len(part) / 3 for part in lists)
         lengths |= {len(part) for part in lists}
-    assert lengths == {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512}
+    assert lengths == _LIST_LENGTHS
     assert list(in_lists([])) == []
+
+
+@pytest.mark.parametrize("paramstyle", ["qmark", "named"])
+def test_a_listed_statement_touches_exactly_the_rows_listed(tmp_path: Path, paramstyle: str) -> None:
+    """``ListedStatement`` on SQLite runs SQL text compiled once per list length; with another paramstyle
+    (as PostgreSQL's drivers have) SQLAlchemy runs it. Either way exactly the listed rows are updated and
+    selected, with the other parameters bound and processed (a datetime column)."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'listed.db'}", paramstyle=paramstyle)
+    topics = Topic.__table__
+    Base.metadata.create_all(engine, tables=[topics])
+    texts: set[str] = set()
+    event.listen(engine, "before_cursor_execute", lambda _c, _cur, sql, *_: texts.add(sql))
+    when = datetime(2026, 12, 7, 12, 0, 0, 123_456, tzinfo=UTC)
+    mark = ListedStatement(
+        lambda ids: (
+            update(topics)
+            .where(topics.c.id.in_(ids))
+            .values(description=bindparam("b_text"), created_at=bindparam("b_when"))
+        )
+    )
+    pick = ListedStatement(lambda ids: select(topics.c.id).where(topics.c.id.in_(ids)))
+    with engine.begin() as connection:
+        insert_rows(connection, topics, [{"id": f"t{n:04d}", "name": f"n{n}"} for n in range(1300)])
+        for count in (1, 5, 7, 100, 513, 1100):
+            listed = [f"t{n:04d}" for n in range(0, 2 * count, 2)]  # past t1299 for the longest: absent
+            present = sorted(name for name in listed if name < "t1300")
+            mark.run(connection, listed, {"b_text": f"marked {count}", "b_when": when})
+            assert sorted(pick.run(connection, listed, {})) == present
+            marked = connection.execute(
+                select(topics.c.id).where(topics.c.description == f"marked {count}")
+            ).scalars()
+            assert sorted(marked) == present
+        stored = connection.execute(text("SELECT created_at FROM topics WHERE id = 't0000'")).scalar()
+    engine.dispose()
+    assert stored == "2026-12-07 12:00:00.123456"
+    if paramstyle == "qmark":  # the texts of the lists' lengths only, 1..512 padded
+        assert {len(sql.split("IN (")[1].split(",")) for sql in texts if "IN (" in sql} <= _LIST_LENGTHS

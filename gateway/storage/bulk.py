@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import operator
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Column, Connection, Table, insert
+from sqlalchemy import BindParameter, Column, Connection, Executable, Table, bindparam, insert
 from sqlalchemy.engine import Dialect
 
-__all__ = ["in_lists", "insert_rows"]
+__all__ = ["ListedStatement", "in_lists", "insert_rows"]
 
 # Rows per statement at most (fewer where the variable limit says so); each statement holds a power of
 # two of them (``_chunk_size``).
@@ -87,6 +87,74 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, A
         for row in chunk:
             values += plan.values(row)
         connection.exec_driver_sql(plan.sql(len(chunk)), tuple(values))
+
+
+class ListedStatement:
+    """A statement with one ``IN`` list of bound values, run for any number of values.
+
+    ``make`` builds it for a list of given bound parameters. On SQLite it is compiled once per list length
+    of ``in_lists`` to SQL text, and run as that text with the values in order: SQLAlchemy's own way, an
+    expanding parameter, renders the list's text again at every execution (about 1.5 µs per outcome of
+    the recorder's 4.7, on this project's machine). Elsewhere SQLAlchemy runs the statement made for the
+    list's length. Besides the list's values, its other parameters are bound by name."""
+
+    def __init__(self, make: Callable[[list[BindParameter[Any]]], Executable]) -> None:
+        self._make = make
+        self._shapes: weakref.WeakKeyDictionary[Dialect, dict[int, _Shape]] = weakref.WeakKeyDictionary()
+
+    def run(self, connection: Connection, values: Sequence[Any], params: Mapping[str, Any]) -> list[Any]:
+        """Run it for ``values`` (in lists of at most ``_LARGEST_IN_LIST``); returns the first column of
+        the rows it selects, if it selects."""
+        found: list[Any] = []
+        for part in in_lists(values):
+            dialect = connection.dialect
+            if dialect.paramstyle != "qmark":
+                names = [f"in_{n}" for n in range(len(part))]
+                bound = {**params, **dict(zip(names, part, strict=True))}
+                result = connection.execute(self._make([bindparam(name) for name in names]), bound)
+            else:
+                shapes = self._shapes.setdefault(dialect, {})
+                shape = shapes.get(len(part)) or shapes.setdefault(len(part), self._shape(dialect, len(part)))
+                result = connection.exec_driver_sql(shape.sql, shape.parameters(part, params))
+            if result.returns_rows:
+                found += result.scalars().all()
+        return found
+
+    def _shape(self, dialect: Dialect, length: int) -> _Shape:
+        names = [f"in_{n}" for n in range(length)]
+        compiled = self._make([bindparam(name) for name in names]).compile(dialect=dialect)
+        order = list(compiled.positiontup or ())
+        start = order.index(names[0])
+        if order[start : start + length] != names:
+            raise ValueError("the IN list's parameters are not in one place of the statement")
+
+        def bound(name: str) -> tuple[str, Callable[[Any], Any] | None]:
+            kind = compiled.binds[name].type
+            return name, kind.dialect_impl(dialect).bind_processor(dialect)
+
+        return _Shape(
+            compiled.string,
+            [bound(name) for name in order[:start]],
+            bound(names[0])[1],
+            [bound(name) for name in order[start + length :]],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """A ``ListedStatement`` compiled for one list length: its SQL and how to order its parameters."""
+
+    sql: str
+    before: list[tuple[str, Callable[[Any], Any] | None]]  # parameters ahead of the list, with processors
+    listed: Callable[[Any], Any] | None  # the list values' processor
+    after: list[tuple[str, Callable[[Any], Any] | None]]
+
+    def parameters(self, values: list[Any], params: Mapping[str, Any]) -> tuple[Any, ...]:
+        def named(at: list[tuple[str, Callable[[Any], Any] | None]]) -> list[Any]:
+            return [params[name] if process is None else process(params[name]) for name, process in at]
+
+        listed = values if self.listed is None else [self.listed(value) for value in values]
+        return (*named(self.before), *listed, *named(self.after))
 
 
 def in_lists(values: Sequence[T]) -> Iterator[list[T]]:
