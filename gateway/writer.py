@@ -118,7 +118,13 @@ class GroupCommitWriter:
                         break
                     batch.append(item)
                 self._in_journal += 1
-                task = asyncio.create_task(self._commit(batch, room), name="group-commit")
+                # Handed over now, not when the Task first runs: a turn later, after the pushes of the
+                # batch that just committed are routed, the journal would idle meanwhile.
+                try:
+                    answer = self._journal.start(functools.partial(_insert_groups, [r for r, _ in batch]))
+                except Exception:  # rows that do not pickle: the Task meets it and writes group by group
+                    answer = None
+                task = asyncio.create_task(self._commit(batch, room, answer), name="group-commit")
                 committing.add(task)
                 task.add_done_callback(committing.discard)
         finally:
@@ -128,14 +134,16 @@ class GroupCommitWriter:
     async def stop(self) -> None:
         await self._queue.put(None)
 
-    async def _commit(self, batch: list[_Item], room: asyncio.Semaphore) -> None:
+    async def _commit(
+        self, batch: list[_Item], room: asyncio.Semaphore, answer: asyncio.Future[list[list[int]]] | None
+    ) -> None:
         """Write ``batch``, give its place in the journal back, then answer its pushes.
 
         The place is given back first, and the pushes answered one event-loop turn later: the writer so
         hands the journal its next batch before this one's pushes are routed (a millisecond of the loop's
         time for a large batch), instead of the journal idling meanwhile."""
         try:
-            failed = await self._write(batch)
+            failed = await self._write(batch, answer)
         finally:
             self._in_journal -= 1
             room.release()
@@ -146,10 +154,13 @@ class GroupCommitWriter:
             except Exception:  # one caller's error must not keep the others unanswered
                 log.exception("answering a committed write failed")
 
-    async def _write(self, batch: list[_Item]) -> set[Done]:
-        """Commit the batch; returns the callbacks (each group's own) of the groups not written."""
+    async def _write(
+        self, batch: list[_Item], answer: asyncio.Future[list[list[int]]] | None = None
+    ) -> set[Done]:
+        """Commit the batch (``answer``: the journal's, when it was handed over already); returns the
+        callbacks (each group's own) of the groups not written."""
         try:
-            await self._transaction([rows for rows, _ in batch])
+            await self._transaction([rows for rows, _ in batch], answer)
         except Exception as exc:
             # A database that refuses writes (locked past the busy timeout, disk full, server gone) refuses
             # every group alike: the batch fails at once, not once more per group after another wait.
@@ -163,9 +174,14 @@ class GroupCommitWriter:
             return failed
         return set()
 
-    async def _transaction(self, groups: list[Sequence[Row]]) -> None:
+    async def _transaction(
+        self, groups: list[Sequence[Row]], answer: asyncio.Future[list[list[int]]] | None = None
+    ) -> None:
         unnumbered = _unnumbered(groups)  # before: without the journal process, the commit numbers these
-        numbered = await self._journal.run(functools.partial(_insert_groups, groups))
+        if answer is None:
+            numbered = await self._journal.run(functools.partial(_insert_groups, groups))
+        else:
+            numbered = await asyncio.shield(answer)
         for fresh, ids in zip(unnumbered, numbered, strict=True):
             for values, number in zip(fresh, ids, strict=True):
                 values["id"] = number

@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from broker.server import PushgateBroker
+from gateway.access import ANONYMOUS
 from gateway.channels import Job, Outcome, State
 from gateway.config import Config
 from gateway.core import Gateway
@@ -63,33 +64,47 @@ async def test_a_second_batch_is_handed_over_while_the_first_commits(config: Con
 
 
 async def test_the_next_batch_is_handed_over_before_a_committed_one_is_answered(config: Config) -> None:
-    """When a batch commits, its place in the journal goes to what waits before its pushes are answered
-    and routed, so the journal does not idle while the loop routes them."""
+    """When a batch commits, its place in the journal goes to what waits, and that batch is written to the
+    journal before the committed pushes are answered and routed (``Publisher.submit`` is told in the
+    commit's turn of the event loop), so the journal does not idle while the loop routes them."""
     async with Gateway.running(config) as gw:
         gw.attach_mqtt(PushgateBroker(gw, config.mqtt))  # real broker, not started: rows stay pending
         await gw.admin.create_topic("t")
+        await gw.publish(PushRequest(topic="t", message="warm-up", source="test"))  # the topic is cached
+        before = gw.journal.handed_over
+        seen: list[tuple[int, int]] = []  # (pushes waiting, batches handed over since) when first told
+        told: list[BaseException | None] = []
+        all_told = asyncio.Event()
 
-        def push(text: str) -> asyncio.Task[object]:
-            return asyncio.ensure_future(gw.publish(PushRequest(topic="t", message=text, source="test")))
+        def stored(_result: object, error: BaseException | None) -> None:
+            if not told:
+                seen.append((gw.writer.queued, gw.journal.handed_over - before))
+            told.append(error)
+            if len(told) == 40:
+                all_told.set()
 
         async with write_lock_held_on(Path(config.storage.data_dir) / "pushgate.db"):
-            first = [push(f"a{i}") for i in range(40)]
+            for i in range(40):
+                gw.publisher.submit(PushRequest(topic="t", message=f"a{i}", source="test"), ANONYMOUS, stored)
 
-            async def two_in_flight() -> bool:
-                return gw.writer.in_flight == 2
+            async def two_handed_over() -> bool:
+                return gw.journal.handed_over - before == 2
 
-            await until(two_in_flight, "both places in the journal taken")
-            then = [push(f"b{i}") for i in range(10)]
+            await until(two_handed_over, "both places in the journal taken")
+            then = [
+                asyncio.ensure_future(gw.publish(PushRequest(topic="t", message=f"b{i}", source="test")))
+                for i in range(10)
+            ]
 
             async def ten_waiting() -> bool:
                 return gw.writer.queued == 10
 
             await until(ten_waiting, "the next pushes waiting for a place")
-            waiting_when_answered: list[int] = []
-            first[0].add_done_callback(lambda _: waiting_when_answered.append(gw.writer.queued))
-        await asyncio.wait_for(asyncio.gather(*first, *then), 10)
-        assert waiting_when_answered == [0]
-        assert await count(gw, Message) == 50
+        await asyncio.wait_for(all_told.wait(), 10)
+        await asyncio.wait_for(asyncio.gather(*then), 10)
+        assert told == [None] * 40
+        assert seen == [(0, 3)]  # nothing waits, and the next batch is in the journal already
+        assert await count(gw, Message) == 51
 
 
 async def test_a_group_the_database_refuses_fails_alone(config: Config) -> None:

@@ -111,7 +111,7 @@ async def test_a_killed_journal_process_fails_what_it_had_not_answered_and_a_new
 
 async def test_an_exclusive_section_waits_for_the_journal_and_holds_it_off(tmp_path: Path) -> None:
     """What the outbox relies on to write through the async sessions beside the journal: the section
-    begins once the transactions handed over are answered, and one handed over meanwhile runs after it."""
+    begins once the transactions handed over are committed, and one handed over meanwhile runs after it."""
     config = StorageConfig(data_dir=str(tmp_path), sqlite_busy_timeout=0.1)
     engine = database.create_engine(config)
     await database.upgrade(engine)
@@ -123,7 +123,8 @@ async def test_an_exclusive_section_waits_for_the_journal_and_holds_it_off(tmp_p
 
         async def section() -> None:
             async with journal.exclusive():
-                events.append("section begun after kitchen" if first.done() else "section begun")
+                committed = await _names(engine)
+                events.append("section begun after kitchen" if committed == ["kitchen"] else "section begun")
                 later = asyncio.ensure_future(journal.run(functools.partial(add_topic, "cellar")))
                 later.add_done_callback(lambda _: events.append("cellar committed"))
                 async with engine.begin() as conn:  # with a 0.1 s busy timeout: the lock must be free

@@ -75,6 +75,8 @@ class Journal:
         self._running = 0  # transactions handed over and not answered yet
         self._idle = asyncio.Event()  # ``_running`` is 0
         self._idle.set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the running loop, once known (``start``)
+        self.handed_over = 0  # transactions written to the process so far, for metrics and tests
 
     @property
     def pid(self) -> int | None:
@@ -84,19 +86,73 @@ class Journal:
     async def run(self, work: Transaction[T]) -> T:
         """Run ``work`` in one transaction, committed when it returns, rolled back when it raises (the
         error is raised here)."""
-        while not self._open.is_set():
-            await self._open.wait()
+        while (answer := self.start(work)) is None:
+            if not self._open.is_set():
+                await self._open.wait()
+            elif self._storage is None:
+                return await self._run_here(work)
+            else:
+                answer = await self._started(work)
+                break
+        return await asyncio.shield(answer)  # a caller cancelled leaves it counted until it is answered
+
+    def start(self, work: Transaction[T]) -> asyncio.Future[T] | None:
+        """Hand ``work`` over now, in the caller's turn of the event loop, and return its answer to come
+        (``run`` then awaits it). ``None`` when that cannot be done at once: no process yet, an
+        ``exclusive`` section holding transactions off, or a database without the process; ``run``
+        waits for what it needs. The group-commit writer hands a batch over this way the moment it has
+        taken it, not a turn later in the Task that awaits the answer."""
+        process = self._process
+        if process is None or not self._open.is_set():
+            return None
+        self._count()
+        return self._hand_over(process, work)
+
+    async def _started(self, work: Transaction[T]) -> asyncio.Future[T]:
+        """``start`` once the process runs: counted at once, so an ``exclusive`` section begun while the
+        process starts waits for it."""
+        self._count()
+        try:
+            process = await self._start()
+        except BaseException:
+            self._answered(None)
+            raise
+        return self._hand_over(process, work)
+
+    def _count(self) -> None:
         self._running += 1
         self._idle.clear()
+
+    def _hand_over(self, process: asyncio.subprocess.Process, work: Transaction[T]) -> asyncio.Future[T]:
+        """Write ``work`` to the process (counted already); its answer comes in order (``_read``)."""
+        assert process.stdin is not None
         try:
-            if self._storage is None:
-                async with self._one_at_a_time, self._engine.begin() as connection:
-                    return await connection.run_sync(work)
-            return await self._handed_over(work)
+            data = helper_process.frame(pickle.dumps(work, pickle.HIGHEST_PROTOCOL))
+        except BaseException:
+            self._answered(None)
+            raise
+        if self._loop is None:  # kept: ``get_running_loop`` is a getpid() system call on Python 3.11
+            self._loop = asyncio.get_running_loop()
+        answer: asyncio.Future[T] = self._loop.create_future()
+        self._waiting.append(answer)
+        answer.add_done_callback(self._answered)
+        process.stdin.write(data)
+        self.handed_over += 1
+        return answer
+
+    def _answered(self, _answer: object) -> None:
+        self._running -= 1
+        if not self._running:
+            self._idle.set()
+
+    async def _run_here(self, work: Transaction[T]) -> T:
+        """Without the process: through the async engine, one transaction at a time."""
+        self._count()
+        try:
+            async with self._one_at_a_time, self._engine.begin() as connection:
+                return await connection.run_sync(work)
         finally:
-            self._running -= 1
-            if not self._running:
-                self._idle.set()
+            self._answered(None)
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
@@ -109,15 +165,6 @@ class Journal:
                 yield
             finally:
                 self._open.set()
-
-    async def _handed_over(self, work: Transaction[T]) -> T:
-        data = helper_process.frame(pickle.dumps(work, pickle.HIGHEST_PROTOCOL))
-        process = self._process or await self._start()
-        assert process.stdin is not None
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._waiting.append(future)
-        process.stdin.write(data)
-        return await future
 
     async def _start(self) -> asyncio.subprocess.Process:
         async with self._starting:
