@@ -181,7 +181,7 @@ class GroupCommitWriter:
         if answer is None:
             numbered = await self._journal.run(functools.partial(_insert_groups, groups))
         else:
-            numbered = await asyncio.shield(answer)
+            numbered = await answer
         for fresh, ids in zip(unnumbered, numbered, strict=True):
             for values, number in zip(fresh, ids, strict=True):
                 values["id"] = number

@@ -72,7 +72,7 @@ class Journal:
         self._sections = asyncio.Lock()  # one ``exclusive`` section at a time
         self._open = asyncio.Event()  # no ``exclusive`` section holds transactions off
         self._open.set()
-        self._running = 0  # transactions handed over and not answered yet
+        self._running = 0  # transactions handed over (or about to be) and not answered yet
         self._idle = asyncio.Event()  # ``_running`` is 0
         self._idle.set()
         self._loop: asyncio.AbstractEventLoop | None = None  # the running loop, once known (``start``)
@@ -94,7 +94,7 @@ class Journal:
             else:
                 answer = await self._started(work)
                 break
-        return await asyncio.shield(answer)  # a caller cancelled leaves it counted until it is answered
+        return await answer
 
     def start(self, work: Transaction[T]) -> asyncio.Future[T] | None:
         """Hand ``work`` over now, in the caller's turn of the event loop, and return its answer to come
@@ -115,7 +115,7 @@ class Journal:
         try:
             process = await self._start()
         except BaseException:
-            self._answered(None)
+            self._answered()
             raise
         return self._hand_over(process, work)
 
@@ -129,18 +129,17 @@ class Journal:
         try:
             data = helper_process.frame(pickle.dumps(work, pickle.HIGHEST_PROTOCOL))
         except BaseException:
-            self._answered(None)
+            self._answered()
             raise
         if self._loop is None:  # kept: ``get_running_loop`` is a getpid() system call on Python 3.11
             self._loop = asyncio.get_running_loop()
         answer: asyncio.Future[T] = self._loop.create_future()
-        self._waiting.append(answer)
-        answer.add_done_callback(self._answered)
+        self._waiting.append(answer)  # counted until its answer comes, even if its caller is cancelled
         process.stdin.write(data)
         self.handed_over += 1
         return answer
 
-    def _answered(self, _answer: object) -> None:
+    def _answered(self) -> None:
         self._running -= 1
         if not self._running:
             self._idle.set()
@@ -152,7 +151,7 @@ class Journal:
             async with self._one_at_a_time, self._engine.begin() as connection:
                 return await connection.run_sync(work)
         finally:
-            self._answered(None)
+            self._answered()
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
@@ -171,7 +170,8 @@ class Journal:
             if self._process is None:
                 process = await helper_process.start(__name__)
                 assert process.stdin is not None
-                self._waiting.append(asyncio.get_running_loop().create_future())  # the settings' answer
+                self._count()  # the settings' answer, counted as every answer to come
+                self._waiting.append(asyncio.get_running_loop().create_future())
                 process.stdin.write(helper_process.frame(pickle.dumps(self._storage)))
                 self._process = process
                 self._reader = asyncio.create_task(self._read(process), name="journal-reader")
@@ -183,6 +183,7 @@ class Journal:
             while True:
                 committed, value = pickle.loads(await helper_process.read_frame(process.stdout))
                 future = self._waiting.popleft()
+                self._answered()
                 if future.done():  # the caller was cancelled meanwhile; what committed stays committed
                     continue
                 if committed:
@@ -200,6 +201,7 @@ class Journal:
             )
             while self._waiting:
                 future = self._waiting.popleft()
+                self._answered()
                 if not future.done():
                     future.set_exception(lost)
             await helper_process.stop(process, _CLOSE_WAIT)
