@@ -27,6 +27,9 @@ def test_utc_datetime_writes_sqlalchemys_sqlite_text_also_for_repeated_values() 
         None,
         date(2026, 1, 1),
         now,
+        datetime(999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),  # a year of three digits: padded
+        datetime(2026, 6, 1, tzinfo=timezone(timedelta(hours=-9, minutes=-30))),  # midnight, an offset
+        now.replace(microsecond=0),  # no microseconds: still six digits
     ]
     assert [ours(v) for v in values] == [stock(v) for v in values]
     assert ours(now) == now.strftime("%Y-%m-%d %H:%M:%S.%f")

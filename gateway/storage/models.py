@@ -61,9 +61,11 @@ _WRITTEN_TEXTS_MAX = 4096
 
 class UtcDateTime(TypeDecorator[datetime]):
     """``DateTime(timezone=True)`` that formats a repeated value once on SQLite. SQLAlchemy's SQLite
-    processor formats every value in Python (about 1 µs each), and a push writes the same ``now`` six
-    times (message, receipt, delivery rows): the texts of recent values are kept and reused while the same
-    objects come again. The text is SQLAlchemy's own; other backends keep their processing."""
+    processor formats every value in Python (1.3 µs each, from a dict of its fields), and a push writes
+    the same ``now`` six times (message, receipt, delivery rows): the texts of recent values are kept and
+    reused while the same objects come again, and a new one is formatted by ``isoformat`` (0.9 µs). The
+    text is SQLAlchemy's own (the wall-clock fields, as it ignores the offset); other backends keep their
+    processing."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -81,7 +83,7 @@ class UtcDateTime(TypeDecorator[datetime]):
                 return seen[1]
             if len(_written_texts) >= _WRITTEN_TEXTS_MAX:
                 _written_texts.clear()
-            text = stock(value)
+            text = value.isoformat(" ", "microseconds")[:26]  # ``YYYY-MM-DD HH:MM:SS.ffffff``, no offset
             _written_texts[id(value)] = (value, text)
             return text
 
