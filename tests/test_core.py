@@ -129,10 +129,20 @@ async def test_a_group_the_database_refuses_fails_alone(config: Config) -> None:
             ]
 
         requests = [PushRequest(topic="t", message=f"m{i}", source="test") for i in range(10)]
-        results = await asyncio.gather(
-            *(gw.publish(req, extra=emergency if i in (3, 6) else None) for i, req in enumerate(requests)),
-            return_exceptions=True,
-        )
+        async with write_lock_held_on(Path(config.storage.data_dir) / "pushgate.db"):
+            pushes = asyncio.gather(
+                *(
+                    gw.publish(req, extra=emergency if i in (3, 6) else None)
+                    for i, req in enumerate(requests)
+                ),
+                return_exceptions=True,
+            )
+
+            async def all_in_two_batches() -> bool:  # so the failing group has neighbours in its batch
+                return gw.writer.in_flight == 2 and gw.writer.queued == 0
+
+            await until(all_in_two_batches, "the ten pushes taken in two batches")
+        results = await asyncio.wait_for(pushes, 10)
         refused = [r for r in results if isinstance(r, Exception)]
         assert len(refused) == 1 and isinstance(refused[0], Unavailable)
         assert await count(gw, Message) == 9 and await count(gw, PushoverReceipt) == 1
