@@ -11,9 +11,13 @@ carries the message id so receivers can drop the duplicate.
 
 Channels are attached with ``add_channel``:
 
-- *broadcast* channels (MQTT) get a row for every message and every event; the publish pipeline and
-  ``gateway.actions`` add them for each channel in ``channels``. Other channels (webhooks) only get the
-  rows their owner adds for particular targets.
+- *broadcast* channels (MQTT) get every message and every event; the publish pipeline and
+  ``gateway.actions`` add them for each channel in ``channels``. An event gets a row. A message gets a
+  ``PendingBroadcast`` marker instead, and a job without a row (``Job.delivery_id`` ``None``): sent at
+  once, as nearly every one is, its marker goes and no row is left; otherwise (nobody subscribed, the
+  broker failed) the recorder writes a row with that outcome, which is worked like any other from
+  there. Markers are read like pending rows (at start, after an overflow). Other channels (webhooks)
+  only get the rows their owner adds for particular targets.
 - a channel with ``concurrency`` 0 is worked inline by the outbox loop, in order (MQTT subscribers see
   messages in the order they were accepted). A channel with ``concurrency`` N has its own lane of N
   workers, so a slow HTTP target delays neither MQTT nor other targets. A lane holds at most
@@ -47,9 +51,9 @@ from gateway.channels import BroadcastChannel, Channel, Job, Outcome, State
 from gateway.config import OutboxConfig
 from gateway.envelope import as_utc, envelope
 from gateway.json_output import compact_json
-from gateway.storage.bulk import ListedStatement, in_lists
+from gateway.storage.bulk import ListedStatement, in_lists, insert_rows
 from gateway.storage.journal import Journal
-from gateway.storage.models import Delivery, Message, Receipt, Topic, utcnow
+from gateway.storage.models import Delivery, Message, PendingBroadcast, Receipt, Topic, utcnow
 from gateway.storage.numbering import number_new_deliveries
 
 __all__ = ["DeliveredHook", "Outbox", "RetryPolicy", "event_job", "event_row"]
@@ -69,6 +73,7 @@ _STILL_OPEN = (State.PENDING.value, State.WAITING.value, State.SENT.value)
 
 _deliveries = Delivery.__table__
 _receipts = Receipt.__table__
+_broadcasts = PendingBroadcast.__table__
 # A failed attempt to try again at ``b_next``, as an executemany statement (each row has its own time).
 _RETRY = (
     update(_deliveries)
@@ -94,6 +99,12 @@ _SETTLE = ListedStatement(
             attempts=_deliveries.c.attempts + bindparam("b_inc"),
             updated_at=bindparam("b_now"),
         )
+    )
+)
+# Markers of broadcasts settled, of one channel.
+_CLEAR = ListedStatement(
+    lambda messages: _broadcasts.delete().where(
+        _broadcasts.c.channel == bindparam("b_channel"), _broadcasts.c.message_id.in_(messages)
     )
 )
 _CREDITABLE = [literal_column("'queued'"), literal_column("'failed'")]
@@ -214,7 +225,7 @@ class Outbox:
         self._broadcast: dict[str, BroadcastChannel] = {}
         self._channels: dict[str, Channel] = {}  # ``lanes``
         self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=_QUEUE_SIZE)
-        self._queued: set[int] = set()  # every job in memory, from submit until its outcome is recorded
+        self._queued: set[_Key] = set()  # every job in memory, from submit until its outcome is recorded
         # Outcomes not recorded yet, of the loop's inline attempts and the lanes' workers. One recorder
         # writes them while the loop goes on delivering: what piles up meanwhile goes in its next
         # transaction, so recording never holds delivery up and transactions grow with the load.
@@ -222,7 +233,7 @@ class Outbox:
         self._to_record = asyncio.Event()
         self._workers: set[asyncio.Task[None]] = set()
         # Jobs recorded while a scan ran: the scan may have read their rows as still pending.
-        self._recorded_in_scan: set[int] | None = None
+        self._recorded_in_scan: set[_Key] | None = None
         self._on_delivered: DeliveredHook | None = None
         self._rescan = True  # the first loop reads what a previous run left pending
         self._due_at = math.inf  # loop time when the next retry in the table falls due
@@ -268,14 +279,15 @@ class Outbox:
     def submit(self, jobs: list[Job]) -> None:
         """Queue committed jobs for immediate delivery; a full queue leaves them to the table scan."""
         for job in jobs:
-            if job.delivery_id in self._queued:
+            key = _key(job)
+            if key in self._queued:
                 continue
             if len(self._queued) >= _QUEUE_SIZE:
                 self.overflow += 1
                 self._rescan = True
                 continue
             self._queue.put_nowait(job)  # never full: everything in it is counted in _queued
-            self._queued.add(job.delivery_id)
+            self._queued.add(key)
         self._wake.set()
 
     def wake_waiting(self) -> None:
@@ -358,7 +370,7 @@ class Outbox:
                 lane.queue.put_nowait(job)
                 lane.held += 1
             except asyncio.QueueFull:  # the lane is backed up: the row waits in the table meanwhile
-                self._queued.discard(job.delivery_id)
+                self._queued.discard(_key(job))
                 self.overflow += 1
                 lane.spilled = True
         self._to_record.set()
@@ -422,12 +434,12 @@ class Outbox:
     def _forget(self, results: list[tuple[Job, Outcome]]) -> None:
         """The jobs' outcomes are written (or given up on): they leave memory, and their lanes' count."""
         for job, _ in results:
-            self._queued.discard(job.delivery_id)
+            self._queued.discard(_key(job))
             lane = self._lanes[job.channel]
             if lane.concurrency:
                 lane.held -= 1
         if self._recorded_in_scan is not None:
-            self._recorded_in_scan.update(job.delivery_id for job, _ in results)
+            self._recorded_in_scan.update(_key(job) for job, _ in results)
 
     async def confirm(self, results: list[tuple[Job, Outcome]]) -> None:
         """Record what a target confirmed after its send was recorded as ``sent`` (an Expo push receipt):
@@ -448,11 +460,14 @@ class Outbox:
         # and one UPDATE ... WHERE id IN (...) per kind costs far less per row than an executemany.
         settled: dict[tuple[str, str | None], list[int]] = defaultdict(list)
         retried: list[dict[str, Any]] = []  # rows to try again at ``b_next``
+        cleared: dict[str, list[str]] = defaultdict(list)  # channel -> messages whose markers go
+        handed: list[dict[str, Any]] = []  # rows for broadcasts that did not go out (``_handed_row``)
         credit: dict[str, int] = defaultdict(int)  # message id -> targets reached
         topics: dict[str, str] = {}  # message id -> topic name, of the messages credited
         given_up: set[str] = set()
         for job, outcome in results:
             state = outcome.state
+            next_at = now
             if state is State.PENDING:
                 policy = self._lanes[job.channel].retry
                 if policy.exhausted(job.attempts + 1):
@@ -467,17 +482,23 @@ class Outbox:
                 else:
                     delay = policy.delay(job.attempts + 1, random.random(), outcome.retry_after)
                     self._due_at = min(self._due_at, loop_now + delay)
-                    retried.append(
-                        {
-                            "b_id": job.delivery_id,
-                            "b_state": state.value,
-                            "b_error": outcome.error,
-                            "b_inc": int(attempt),
-                            "b_now": now,
-                            "b_next": now + timedelta(seconds=delay),
-                        }
-                    )
-            if state is not State.PENDING:
+                    next_at = now + timedelta(seconds=delay)
+                    if job.delivery_id is not None:
+                        retried.append(
+                            {
+                                "b_id": job.delivery_id,
+                                "b_state": state.value,
+                                "b_error": outcome.error,
+                                "b_inc": int(attempt),
+                                "b_now": now,
+                                "b_next": next_at,
+                            }
+                        )
+            if job.delivery_id is None:  # a marked broadcast: the marker goes, a row only if it waits
+                cleared[job.channel].append(job.message_id)
+                if state is not State.SENT:
+                    handed.append(_handed_row(job, state, outcome.error, int(attempt), next_at, now))
+            elif state is not State.PENDING:
                 settled[(state.value, outcome.error)].append(job.delivery_id)
             # Only the message itself counts as delivered; an event reaching a subscriber does not.
             if job.event:
@@ -491,7 +512,7 @@ class Outbox:
         if topics and self._on_delivered is not None:  # only credited messages can become delivered
             listened = await self._on_delivered.listened(set(topics.values()))
             watched = [message_id for message_id, topic in topics.items() if topic in listened]
-        outcomes = _Outcomes(settled, retried, credit, given_up, watched, now, int(attempt))
+        outcomes = _Outcomes(settled, retried, cleared, handed, credit, given_up, watched, now, int(attempt))
         if not watched:  # nobody is told of delivered receipts: one hand-off to the journal
             await self._journal.run(outcomes.record)
             return []
@@ -532,7 +553,7 @@ class Outbox:
                 lane.spilled = more  # read the rest when the lane half empties
                 for job in jobs:
                     lane.queue.put_nowait(job)  # never full: ``room`` was free
-                    self._queued.add(job.delivery_id)
+                    self._queued.add(_key(job))
                 lane.held += len(jobs)
                 if jobs:
                     log.info("outbox: %d pending %s deliveries queued from the table", len(jobs), name)
@@ -558,11 +579,12 @@ class Outbox:
     async def _pending(
         self, session: Any, channels: list[str], room: int, held: int, now: datetime
     ) -> tuple[list[Job], bool]:
-        """Up to ``room`` due pending deliveries of ``channels`` that are not in memory yet, oldest first,
-        and whether the table may hold more.
+        """Up to ``room`` due pending deliveries of ``channels`` that are not in memory yet, and whether the
+        table may hold more: rows oldest first, then marked broadcasts (``PendingBroadcast``) oldest first.
 
-        Rows are read as plain columns, ``room + held`` of them at most, where ``held`` bounds how many of
-        those in memory the table can still show pending; each message's envelope is built once."""
+        Rows are read as plain columns, ``room + held`` of them at most (and as many markers), where
+        ``held`` bounds how many of those in memory the table can still show pending; each message's
+        envelope is built once."""
         # rows of a channel switched off stay pending until it is on again
         rows = await session.execute(
             select(
@@ -582,9 +604,25 @@ class Outbox:
             .order_by(Delivery.id)
             .limit(room + held)
         )
+        marked = await session.execute(
+            select(PendingBroadcast.channel, PendingBroadcast.message_id)
+            .where(PendingBroadcast.channel.in_(channels))
+            .order_by(PendingBroadcast.message_id)
+            .limit(room + held)
+        )
         recorded = self._recorded_in_scan or set()
         fetched = rows.all()
-        picked = [row for row in fetched if row[0] not in self._queued and row[0] not in recorded][:room]
+        markers = marked.all()
+        candidates = [
+            *fetched,
+            *((None, channel, message_id, "", "", None, 0) for channel, message_id in markers),
+        ]
+        picked = [
+            row
+            for row in candidates
+            if (key := row[0] if row[0] is not None else (row[1], row[2])) not in self._queued
+            and key not in recorded
+        ][:room]
         message_ids = list({row[2] for row in picked})
         messages: dict[str, tuple[str, bytes | None]] = {}  # id -> topic, envelope
         wanted = {row[2] for row in picked if not row[4]}  # messages whose own envelope is sent
@@ -606,7 +644,7 @@ class Outbox:
             topic, body = known
             data = (payload or "").encode() if event else body or b""
             jobs.append(Job(delivery_id, channel, message_id, topic, data, event, target, attempts))
-        return jobs, len(picked) == room or len(fetched) == room + held
+        return jobs, len(picked) == room or room + held in (len(fetched), len(markers))
 
     async def _requeue_waiting(self) -> None:
         # After the recorder's transaction in progress, which may be writing ``waiting`` outcomes.
@@ -638,6 +676,8 @@ class _Outcomes:
 
     settled: dict[tuple[str, str | None], list[int]]  # (state, error) -> delivery ids whose next time stays
     retried: list[dict[str, Any]]  # rows to try again at ``b_next`` (``_RETRY``)
+    cleared: dict[str, list[str]]  # channel -> messages whose ``PendingBroadcast`` markers go
+    handed: list[dict[str, Any]]  # new rows: marked broadcasts that did not go out
     credit: dict[str, int]  # message id -> targets reached
     given_up: set[str]  # messages with a target that gave up
     watched: list[str]  # messages whose receipts' move to ``delivered`` someone is told of
@@ -651,6 +691,9 @@ class _Outcomes:
             _SETTLE.run(connection, ids, params)
         if self.retried:
             connection.execute(_RETRY, self.retried)
+        insert_rows(connection, _deliveries, self.handed)
+        for channel, message_ids in self.cleared.items():
+            _CLEAR.run(connection, message_ids, {"b_channel": channel})
         reached = self._credit_receipts(connection) if self.credit else []
         if self.given_up:
             self._fail_receipts(connection)
@@ -669,7 +712,8 @@ class _Outcomes:
 
     def _fail_receipts(self, connection: Connection) -> None:
         """A receipt still ``queued`` becomes ``failed`` once every target of its message has given up:
-        no delivery of the message itself is pending, waiting or sent (unconfirmed) any more."""
+        no delivery of the message itself is pending, waiting or sent (unconfirmed) any more, and no
+        broadcast of it is still marked."""
         open_rows = (
             select(_deliveries.c.id)
             .where(
@@ -679,8 +723,41 @@ class _Outcomes:
             )
             .exists()
         )
+        marked = (
+            select(_broadcasts.c.channel).where(_broadcasts.c.message_id == _receipts.c.message_id).exists()
+        )
         connection.execute(
             update(_receipts)
-            .where(_receipts.c.message_id.in_(self.given_up), _receipts.c.status == "queued", ~open_rows)
+            .where(
+                _receipts.c.message_id.in_(self.given_up), _receipts.c.status == "queued", ~open_rows, ~marked
+            )
             .values(status="failed", updated_at=self.now)
         )
+
+
+# What identifies a job in memory: its delivery row's id, or (channel, message id) for a marked broadcast.
+_Key = int | tuple[str, str]
+
+
+def _key(job: Job) -> _Key:
+    return job.delivery_id if job.delivery_id is not None else (job.channel, job.message_id)
+
+
+def _handed_row(
+    job: Job, state: State, error: str | None, attempts: int, next_attempt_at: datetime, now: datetime
+) -> dict[str, Any]:
+    """The delivery row a marked broadcast becomes when it did not go out: waiting for a subscriber, to
+    be tried again, or given up. Its ``created_at`` is when it got the row, a few milliseconds after the
+    message was accepted (what a waiting row's expiry counts from)."""
+    return {
+        "message_id": job.message_id,
+        "channel": job.channel,
+        "target": "",
+        "event": "",
+        "state": state.value,
+        "attempts": attempts,
+        "last_error": error,
+        "next_attempt_at": next_attempt_at,
+        "created_at": now,
+        "updated_at": now,
+    }

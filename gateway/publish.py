@@ -1,9 +1,10 @@
 """The publish pipeline every edge calls: look up, authorise, rate-limit, validate, store durably, hand to
 the outbox.
 
-``publish`` returns only after the message, its receipt and its delivery rows are committed
-(``GroupCommitWriter``), so an edge's success answer always means "on disk". There is one delivery row per
-broadcast channel (MQTT) and one per registered device the message goes to (``gateway.targets``).
+``publish`` returns only after the message, its receipt and what its delivery needs are committed
+(``GroupCommitWriter``), so an edge's success answer always means "on disk": a ``PendingBroadcast`` marker
+per broadcast channel (MQTT), and a delivery row per registered device the message goes to
+(``gateway.targets``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from gateway.ids import new_id
 from gateway.outbox import Outbox
 from gateway.ratelimit import RateLimiter, RateState
 from gateway.request import PushRequest, PushResult
-from gateway.storage.models import Base, Delivery, Message, Receipt, utcnow
+from gateway.storage.models import Base, Delivery, Message, PendingBroadcast, Receipt, utcnow
 from gateway.targets import DeviceTargets
 from gateway.topics import TopicDirectory
 from gateway.validation import validate
@@ -155,17 +156,19 @@ class Publisher:
             "created_at": now,
             "updated_at": now,
         }
-        common = {
-            "message_id": message.id,
-            "event": "",
-            "next_attempt_at": now,
-            "created_at": now,
-            "updated_at": now,
-        }
-        deliveries = [{**common, "channel": name, "target": ""} for name in self._outbox.channels]
+        broadcasts = [{"message_id": message.id, "channel": name} for name in self._outbox.channels]
+        deliveries: list[dict[str, Any]] = []
         devices = self._targets.for_topic(topic, self._outbox.lanes)
-        deliveries += [{**common, "channel": t.channel, "target": t.device_id} for t in devices]
-        return _Accepted(req, principal, topic, message, receipt, deliveries, len(devices), rate)
+        if devices:
+            common = {
+                "message_id": message.id,
+                "event": "",
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            deliveries = [{**common, "channel": t.channel, "target": t.device_id} for t in devices]
+        return _Accepted(req, principal, topic, message, receipt, broadcasts, deliveries, len(devices), rate)
 
     def _route(self, accepted: _Accepted) -> PushResult:
         """Hand the committed deliveries to the outbox; the answer an edge gives."""
@@ -174,12 +177,12 @@ class Publisher:
             self._on_accepted(topic, [str(action["id"]) for action in message.actions])
         receipt_id = accepted.receipt["id"]
         payload = envelope(message, receipt_id, topic.name)
-        self._outbox.submit(
-            [
-                Job(d["id"], d["channel"], message.id, topic.name, payload, "", d["target"])
-                for d in accepted.deliveries
-            ]
-        )
+        jobs = [Job(None, b["channel"], message.id, topic.name, payload) for b in accepted.broadcasts]
+        jobs += [
+            Job(d["id"], d["channel"], message.id, topic.name, payload, "", d["target"])
+            for d in accepted.deliveries
+        ]
+        self._outbox.submit(jobs)
         # DEBUG, not INFO: a line per push costs a sixth of the push path's CPU and floods the log of a
         # busy gateway; refusals, deliveries given up and every state change of the process stay at INFO.
         log.debug(
@@ -234,6 +237,7 @@ class NewMessage:
 
 _MESSAGES: str = Message.__tablename__
 _RECEIPTS: str = Receipt.__tablename__
+_BROADCASTS: str = PendingBroadcast.__tablename__
 _DELIVERIES: str = Delivery.__tablename__
 
 
@@ -246,7 +250,8 @@ class _Accepted:
     topic: TopicInfo
     message: NewMessage
     receipt: dict[str, Any]
-    deliveries: list[dict[str, Any]]
+    broadcasts: list[dict[str, Any]]  # a ``PendingBroadcast`` per broadcast channel
+    deliveries: list[dict[str, Any]]  # a delivery row per device target
     devices: int
     rate: RateState | None
     extra: list[Row] = field(default_factory=list)
@@ -254,5 +259,6 @@ class _Accepted:
     @property
     def rows(self) -> list[Row]:
         message: Row = (_MESSAGES, self.message.values())
+        broadcasts: list[Row] = [(_BROADCASTS, b) for b in self.broadcasts]
         deliveries: list[Row] = [(_DELIVERIES, d) for d in self.deliveries]
-        return [message, (_RECEIPTS, self.receipt), *deliveries, *self.extra]
+        return [message, (_RECEIPTS, self.receipt), *broadcasts, *deliveries, *self.extra]

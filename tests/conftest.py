@@ -7,6 +7,7 @@ Nothing of pushgate's is mocked. Waiting is done on events with a timeout, never
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import queue
 import threading
@@ -19,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from gateway.admin import Admin
 from gateway.clock import Clock
@@ -80,11 +81,17 @@ def gateway_clock() -> Clock | None:
 @pytest.fixture
 async def server(config: Config, admin: Admin, gateway_clock: Clock | None) -> AsyncIterator[Server]:
     """``serve`` running in this test's event loop until the test ends."""
+    async with served(config, gateway_clock) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def served(config: Config, clock: Clock | None = None) -> AsyncIterator[Server]:
+    """``serve`` running in this test's event loop until the block ends (tests that stop and start it)."""
     stop = asyncio.Event()
     ready: asyncio.Future[Endpoints] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        serve(config, shutdown_trigger=stop.wait, on_ready=ready.set_result, clock=gateway_clock)
-    )
+    running = serve(config, shutdown_trigger=stop.wait, on_ready=ready.set_result, clock=clock)
+    task = asyncio.create_task(running)
     done, _ = await asyncio.wait([task, ready], timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()  # serve failed to start: raise its error
@@ -137,6 +144,16 @@ async def stored_messages(config: Config) -> list[Message]:
     try:
         async with database.session_factory(engine)() as session:
             return list(await session.scalars(select(Message).order_by(Message.created_at, Message.id)))
+    finally:
+        await engine.dispose()
+
+
+async def rows(config: Config, sql: str) -> list[tuple[Any, ...]]:
+    """What ``sql`` reads from the gateway's database, through a fresh engine."""
+    engine = database.create_engine(config.storage)
+    try:
+        async with engine.connect() as connection:
+            return [tuple(row) for row in await connection.execute(text(sql))]
     finally:
         await engine.dispose()
 

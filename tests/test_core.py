@@ -17,7 +17,7 @@ from gateway.core import Gateway
 from gateway.errors import Unavailable
 from gateway.publish import NewMessage
 from gateway.request import PushRequest
-from gateway.storage.models import Base, Delivery, Message, PushoverReceipt, Receipt
+from gateway.storage.models import Base, Delivery, Message, PendingBroadcast, PushoverReceipt, Receipt
 from tests.conftest import until
 from tests.test_durability import write_lock_held_on
 
@@ -41,7 +41,7 @@ async def test_concurrent_publishes_share_commits(config: Config) -> None:
 async def test_a_second_batch_is_handed_over_while_the_first_commits(config: Config) -> None:
     """Group commit as a pipeline: while one batch waits for its commit (here on another process's write
     lock), the next is already handed to the journal, so it follows without a round trip; both commit,
-    and every push is stored once with its own delivery row."""
+    and every push is stored once with its MQTT broadcast marked."""
     async with Gateway.running(config) as gw:
         gw.attach_mqtt(PushgateBroker(gw, config.mqtt))  # real broker, not started: rows stay pending
         await gw.admin.create_topic("t")
@@ -57,10 +57,10 @@ async def test_a_second_batch_is_handed_over_while_the_first_commits(config: Con
             assert not pushes.done()  # nothing is answered before it is committed
         results = await asyncio.wait_for(pushes, 10)
         assert len({r.id for r in results}) == 40
-        assert await count(gw, Message) == 40 and await count(gw, Delivery) == 40
+        assert await count(gw, Message) == 40 and await count(gw, Delivery) == 0
         async with gw.sessions() as session:
-            ids = (await session.scalars(select(Delivery.id))).all()
-        assert len(set(ids)) == 40
+            marked = (await session.scalars(select(PendingBroadcast.message_id))).all()
+        assert sorted(marked) == sorted(r.id for r in results)
 
 
 async def test_the_next_batch_is_handed_over_before_a_committed_one_is_answered(config: Config) -> None:
@@ -153,11 +153,12 @@ async def test_retention_prunes_old_messages_with_their_rows(config: Config) -> 
         gw.attach_mqtt(PushgateBroker(gw, config.mqtt))  # real broker, not started: rows stay pending
         await gw.admin.create_topic("t")
         result = await gw.publish(PushRequest(topic="t", message="old", source="test"))
-        assert await count(gw, Delivery) == 1
+        assert await count(gw, PendingBroadcast) == 1
         days = config.storage.retention_days
         assert await gw.prune(now=result.timestamp + timedelta(days=days) - timedelta(seconds=1)) == 0
         assert await gw.prune(now=result.timestamp + timedelta(days=days, seconds=1)) == 1
-        assert (await count(gw, Message), await count(gw, Receipt), await count(gw, Delivery)) == (0, 0, 0)
+        left = [await count(gw, table) for table in (Message, Receipt, Delivery, PendingBroadcast)]
+        assert left == [0, 0, 0, 0]
 
 
 def test_a_new_messages_row_values_name_every_field() -> None:
@@ -167,19 +168,22 @@ def test_a_new_messages_row_values_name_every_field() -> None:
 
 
 async def test_outcomes_recorded_together_credit_each_receipt_once(config: Config) -> None:
-    """The recorder's UPDATEs take their ids as IN lists padded by repeating the last id (``in_lists``):
-    five outcomes (a list of six) still mark five rows sent and count one target on each receipt."""
+    """The recorder's statements take their ids as IN lists padded by repeating the last id (``in_lists``):
+    five outcomes (a list of six) still clear five broadcast markers, count one target on each receipt,
+    and leave no delivery row."""
     async with Gateway.running(config) as gw:
         gw.attach_mqtt(PushgateBroker(gw, config.mqtt))  # real broker, not started: rows stay pending
         await gw.admin.create_topic("t")
         for i in range(5):
             await gw.publish(PushRequest(topic="t", message=f"m{i}", source="test"))
         async with gw.sessions() as session:
-            rows = (await session.execute(select(Delivery.id, Delivery.message_id))).all()
-        jobs = [Job(delivery_id, "mqtt", message_id, "t", b"") for delivery_id, message_id in rows]
+            marked = (
+                await session.execute(select(PendingBroadcast.channel, PendingBroadcast.message_id))
+            ).all()
+        assert len(marked) == 5
+        jobs = [Job(None, channel, message_id, "t", b"") for channel, message_id in marked]
         await gw.outbox.confirm([(job, Outcome(State.SENT, delivered=1)) for job in jobs])
         async with gw.sessions() as session:
             receipts = (await session.execute(select(Receipt.status, Receipt.delivered_count))).all()
-            states = (await session.scalars(select(Delivery.state))).all()
         assert sorted(receipts) == [("delivered", 1)] * 5
-        assert states == ["sent"] * 5
+        assert (await count(gw, PendingBroadcast), await count(gw, Delivery)) == (0, 0)

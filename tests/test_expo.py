@@ -26,10 +26,9 @@ from gateway.channels.expo import MAX_PAYLOAD_BYTES, notification
 from gateway.config import Config, ExpoConfig, OutboxConfig
 from gateway.core import Gateway
 from gateway.request import PushRequest
-from gateway.serve import Endpoints, serve
 from gateway.storage import database
 from gateway.storage.models import Delivery, ExpoTicket
-from tests.conftest import TIMEOUT, Server, until, user
+from tests.conftest import TIMEOUT, Server, served, until, user
 from tests.expo_service import ExpoService
 
 ACTIONS = [
@@ -313,18 +312,11 @@ def test_a_body_too_long_for_expo_is_shortened_to_fit() -> None:
 @contextlib.asynccontextmanager
 async def serving(config: Config) -> AsyncIterator[httpx.AsyncClient]:
     """The whole gateway, as the ``server`` fixture runs it, for a test that stops and starts it again."""
-    stop = asyncio.Event()
-    ready: asyncio.Future[Endpoints] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(config, shutdown_trigger=stop.wait, on_ready=ready.set_result))
-    done, _ = await asyncio.wait([task, ready], timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        task.result()
-    try:
-        async with httpx.AsyncClient(base_url=ready.result().http or "", timeout=TIMEOUT) as client:
-            yield client
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, TIMEOUT)
+    async with (
+        served(config) as running,
+        httpx.AsyncClient(base_url=running.http_url, timeout=TIMEOUT) as http,
+    ):
+        yield http
 
 
 async def test_a_receipt_check_pending_at_shutdown_is_done_after_the_restart(

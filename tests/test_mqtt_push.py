@@ -8,8 +8,12 @@ from typing import Any
 
 import httpx
 
+from broker.server import PushgateBroker
 from gateway.admin import Admin
-from tests.conftest import MqttClient, Server, bearer, stored_messages, until
+from gateway.config import Config
+from gateway.core import Gateway
+from gateway.request import PushRequest
+from tests.conftest import MqttClient, Server, bearer, rows, served, stored_messages, until
 
 
 async def test_device_push_qos0_and_qos1_reach_the_hub_and_are_stored(
@@ -98,14 +102,62 @@ async def test_refused_push_is_answered_on_the_error_topic(server: Server, admin
 async def test_message_pushed_while_no_hub_listens_is_delivered_when_one_subscribes(
     server: Server, admin: Admin, make_client, http: httpx.AsyncClient
 ) -> None:
+    """The push's broadcast marker becomes a ``waiting`` delivery row, which the subscriber wakes."""
     await admin.create_topic("garage")
     response = await http.post("/api/push/garage", content="Door left open")
     assert response.json()["subscribers"] == 0
+    pushed = response.json()["id"]
+    deliveries = "SELECT message_id, channel, state, attempts FROM deliveries"
+
+    async def waiting() -> list[tuple[Any, ...]]:
+        return await rows(server.config, deliveries)
+
+    assert await until(waiting, "the broadcast to wait in a row") == [(pushed, "mqtt", "waiting", 1)]
+    assert await rows(server.config, "SELECT * FROM pending_broadcasts") == []
     hub = await make_client()
     await hub.subscribe("pushgate/garage/message")
     envelope = json.loads((await hub.receive()).payload)
-    assert envelope["id"] == response.json()["id"]
+    assert envelope["id"] == pushed
     assert envelope["message"] == "Door left open"
+
+    async def sent() -> bool:
+        return await rows(server.config, deliveries) == [(pushed, "mqtt", "sent", 2)]
+
+    await until(sent, "the row's second attempt recorded as sent")
+
+
+async def test_broadcasts_marked_when_the_gateway_stopped_go_out_after_the_restart(
+    config: Config, admin: Admin
+) -> None:
+    """A push is committed with a marker for its MQTT broadcast (``PendingBroadcast``), deleted only with
+    the broadcast's outcome: what the gateway stopped before sending is read back and sent after the
+    restart, with no delivery row left for what went out."""
+    await admin.create_topic("garage")
+    async with Gateway.running(config) as gw:
+        gw.attach_mqtt(PushgateBroker(gw, config.mqtt))  # real broker, not started: nothing is sent
+        pushed = [
+            (await gw.publish(PushRequest(topic="garage", message=f"door {i}", source="test"))).id
+            for i in range(3)
+        ]
+    marked = await rows(config, "SELECT message_id, channel FROM pending_broadcasts")
+    assert sorted(marked) == sorted((message_id, "mqtt") for message_id in pushed)
+
+    async with served(config) as server:
+        hub = MqttClient(server.mqtt_port)
+        try:
+            assert not (await hub.connect()).is_failure
+            await hub.subscribe("pushgate/garage/message")
+            received = [json.loads((await hub.receive()).payload)["id"] for _ in pushed]
+        finally:
+            hub.close()
+        assert sorted(received) == sorted(pushed)
+
+        async def credited() -> bool:
+            receipts = await rows(config, "SELECT status, delivered_count FROM receipts")
+            return receipts == [("delivered", 1)] * 3
+
+        await until(credited, "each receipt credited once")
+        assert await rows(config, "SELECT * FROM pending_broadcasts") == []
 
 
 async def test_a_burst_is_delivered_and_every_receipt_credited_once(

@@ -33,8 +33,7 @@ from gateway.core import Gateway
 from gateway.errors import Unauthorized
 from gateway.outbox import RetryPolicy
 from gateway.request import PushRequest
-from gateway.serve import Endpoints, serve
-from tests.conftest import TIMEOUT, MqttClient, Server, assert_error, bearer, until, user
+from tests.conftest import TIMEOUT, MqttClient, Server, assert_error, bearer, served, until, user
 
 ACTIONS = [
     {"id": "approve", "label": "Approve", "type": "button"},
@@ -525,18 +524,11 @@ async def deliveries_by_state(http: httpx.AsyncClient, auth: dict[str, str], hoo
 @contextlib.asynccontextmanager
 async def serving(config: Config) -> AsyncIterator[httpx.AsyncClient]:
     """The whole gateway, as the ``server`` fixture runs it, for tests that stop and start it again."""
-    stop = asyncio.Event()
-    ready: asyncio.Future[Endpoints] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(config, shutdown_trigger=stop.wait, on_ready=ready.set_result))
-    done, _ = await asyncio.wait([task, ready], timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        task.result()
-    try:
-        async with httpx.AsyncClient(base_url=ready.result().http or "", timeout=TIMEOUT) as client:
-            yield client
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, TIMEOUT)
+    async with (
+        served(config) as running,
+        httpx.AsyncClient(base_url=running.http_url, timeout=TIMEOUT) as http,
+    ):
+        yield http
 
 
 async def test_a_delivery_pending_at_shutdown_is_sent_after_the_restart(config: Config, admin: Admin) -> None:

@@ -23,7 +23,9 @@ class State(StrEnum):
 # Nothing changes one after it is made.
 @dataclass(slots=True)
 class Job:
-    delivery_id: int
+    # The delivery row worked; ``None`` for a message's broadcast still marked by its ``PendingBroadcast``
+    # (``gateway.outbox``), which gets a row only if it does not go out at once.
+    delivery_id: int | None
     channel: str
     message_id: str
     topic: str

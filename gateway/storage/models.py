@@ -52,7 +52,7 @@ def utcnow() -> datetime:
 
 
 # Datetimes recently written on SQLite and their text (``UtcDateTime``), by object identity, shared by every
-# column: a push writes the same ``now`` into six columns of three tables. Each entry holds its value, so
+# column: a push writes the same ``now`` into the columns of each of its rows. Each entry holds its value, so
 # an identity cannot be reused while it is kept; identity, not equality, because equal instants in two
 # time zones have different texts. Emptied when full.
 _written_texts: dict[int, tuple[datetime, str]] = {}
@@ -62,10 +62,10 @@ _WRITTEN_TEXTS_MAX = 4096
 class UtcDateTime(TypeDecorator[datetime]):
     """``DateTime(timezone=True)`` that formats a repeated value once on SQLite. SQLAlchemy's SQLite
     processor formats every value in Python (1.3 µs each, from a dict of its fields), and a push writes
-    the same ``now`` six times (message, receipt, delivery rows): the texts of recent values are kept and
-    reused while the same objects come again, and a new one is formatted by ``isoformat`` (0.9 µs). The
-    text is SQLAlchemy's own (the wall-clock fields, as it ignores the offset); other backends keep their
-    processing."""
+    the same ``now`` three times or more (message, receipt, device deliveries): the texts of recent
+    values are kept and reused while the same objects come again, and a new one is formatted by
+    ``isoformat`` (0.9 µs). The text is SQLAlchemy's own (the wall-clock fields, as it ignores the
+    offset); other backends keep their processing."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -226,6 +226,22 @@ class Delivery(Base):
     )
 
     message: Mapped[Message] = relationship(lazy="raise")
+
+
+class PendingBroadcast(Base):
+    """A message whose envelope a broadcast channel (MQTT) has not settled yet, written in the message's
+    own transaction and deleted with the outcome of its broadcast (``gateway.outbox``).
+
+    It stands in for a delivery row: a broadcast that reaches its subscribers at once, as nearly all do,
+    leaves no row behind, and one that does not (nobody subscribed yet, the broker failed) is handed to a
+    delivery row that carries its state from there. A marker is a two-column row where a delivery row
+    was a thirteen-column row with three indexes, inserted and then updated: per push, a third of the
+    database's work. After a crash the outbox reads the markers left and broadcasts those messages."""
+
+    __tablename__ = "pending_broadcasts"
+
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
 
 
 class Device(Base):
