@@ -361,10 +361,11 @@ class Outbox:
         await self._work(batch)
 
     async def _work(self, batch: list[Job]) -> None:
+        inline: dict[str, list[Job]] = defaultdict(list)  # channel -> its jobs, in order
         for job in batch:
             lane = self._lanes[job.channel]
             if not lane.concurrency:
-                self._finished.append((job, await self._attempt(lane.channel, job)))
+                inline[job.channel].append(job)
                 continue
             try:
                 lane.queue.put_nowait(job)
@@ -373,6 +374,12 @@ class Outbox:
                 self._queued.discard(_key(job))
                 self.overflow += 1
                 lane.spilled = True
+        for name, jobs in inline.items():
+            broadcast = self._broadcast.get(name)
+            if broadcast is None:
+                self._finished += [(job, await self._attempt(self._lanes[name].channel, job)) for job in jobs]
+            else:
+                self._finished += zip(jobs, await self._attempt_all(broadcast, jobs), strict=True)
         self._to_record.set()
 
     async def _lane_worker(self, lane: _Lane) -> None:
@@ -393,6 +400,15 @@ class Outbox:
         except Exception as exc:  # a channel bug must not stop the outbox
             log.exception("delivery %s on %s failed", job.delivery_id, job.channel)
             return Outcome(State.PENDING, error=f"{type(exc).__name__}: {exc}")
+
+    @staticmethod
+    async def _attempt_all(channel: BroadcastChannel, jobs: list[Job]) -> list[Outcome]:
+        """``_attempt`` for jobs a broadcast channel takes at once (``deliver_many``)."""
+        try:
+            return await channel.deliver_many(jobs)
+        except Exception as exc:
+            log.exception("%d deliveries on %s failed", len(jobs), channel.name)
+            return [Outcome(State.PENDING, error=f"{type(exc).__name__}: {exc}")] * len(jobs)
 
     async def _recorder(self) -> None:
         """Write finished outcomes, all that are there in one transaction, until the outbox stops."""

@@ -131,6 +131,31 @@ async def test_messages_waiting_for_the_window_survive_a_reconnect(tmp_path: Pat
             pub.close()
 
 
+async def test_messages_published_together_reach_every_subscriber_in_order(tmp_path: Path) -> None:
+    """``publish_many``, the core's MQTT delivery of what committed together: the topic's subscribers are
+    found and checked once, each gets every message, in order, and the count is of sessions, not copies."""
+    async with pushgate_broker(tmp_path) as under_test:
+        alice = under_test.alice
+        hub = await connected(under_test.port, "hub", alice)
+        panel = await connected(under_test.port, "panel", alice)
+        try:
+            await subscribed(hub, "pushgate/a/message", 1)
+            await subscribed(panel, "pushgate/a/message", 0)
+            payloads = [f"m{i}".encode() for i in range(3)]
+            assert await under_test.broker.publish_many("pushgate/a/message", payloads, 1) == 2
+            at_qos1 = await publishes(hub, 3)
+            assert [(p.publish_payload, p.publish_qos) for p in at_qos1] == [(m, 1) for m in payloads]
+            assert len({p.publish_packet_id for p in at_qos1}) == 3
+            assert [(p.publish_payload, p.publish_qos) for p in await publishes(panel, 3)] == [
+                (m, 0) for m in payloads
+            ]
+            assert await under_test.broker.publish_many("pushgate/b/message", payloads, 1) == 0
+            assert await nothing_more(hub) and await nothing_more(panel)
+        finally:
+            hub.close()
+            panel.close()
+
+
 async def test_packets_are_cut_from_any_read_boundary(tmp_path: Path) -> None:
     """Many packets in one write, and one packet split byte by byte, are both handled in order."""
     async with pushgate_broker(tmp_path) as under_test:

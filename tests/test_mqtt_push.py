@@ -131,33 +131,42 @@ async def test_broadcasts_marked_when_the_gateway_stopped_go_out_after_the_resta
 ) -> None:
     """A push is committed with a marker for its MQTT broadcast (``PendingBroadcast``), deleted only with
     the broadcast's outcome: what the gateway stopped before sending is read back and sent after the
-    restart, with no delivery row left for what went out."""
+    restart, with no delivery row left for what went out. Read back together, the messages are published
+    together, each with its own topic's outcome: "attic", which nobody reads, waits."""
     await admin.create_topic("garage")
+    await admin.create_topic("attic")
     async with Gateway.running(config) as gw:
         gw.attach_mqtt(PushgateBroker(gw, config.mqtt))  # real broker, not started: nothing is sent
-        pushed = [
-            (await gw.publish(PushRequest(topic="garage", message=f"door {i}", source="test"))).id
-            for i in range(3)
-        ]
+        pushed = {
+            (await gw.publish(PushRequest(topic=topic, message=f"door {i}", source="test"))).id: topic
+            for i, topic in enumerate(["garage", "attic", "garage"])
+        }
     marked = await rows(config, "SELECT message_id, channel FROM pending_broadcasts")
     assert sorted(marked) == sorted((message_id, "mqtt") for message_id in pushed)
+    garage = sorted(message_id for message_id, topic in pushed.items() if topic == "garage")
 
     async with served(config) as server:
         hub = MqttClient(server.mqtt_port)
         try:
             assert not (await hub.connect()).is_failure
             await hub.subscribe("pushgate/garage/message")
-            received = [json.loads((await hub.receive()).payload)["id"] for _ in pushed]
+            received = [json.loads((await hub.receive()).payload)["id"] for _ in garage]
         finally:
             hub.close()
-        assert sorted(received) == sorted(pushed)
+        assert sorted(received) == garage
 
         async def credited() -> bool:
-            receipts = await rows(config, "SELECT status, delivered_count FROM receipts")
-            return receipts == [("delivered", 1)] * 3
+            receipts = await rows(config, "SELECT message_id, status, delivered_count FROM receipts")
+            return sorted(receipts) == sorted(
+                (message_id, "delivered", 1) if topic == "garage" else (message_id, "queued", 0)
+                for message_id, topic in pushed.items()
+            )
 
-        await until(credited, "each receipt credited once")
+        await until(credited, "each garage receipt credited once, the attic one not")
         assert await rows(config, "SELECT * FROM pending_broadcasts") == []
+        (attic,) = [message_id for message_id, topic in pushed.items() if topic == "attic"]
+        waiting = await rows(config, "SELECT message_id FROM deliveries WHERE state = 'waiting'")
+        assert waiting == [(attic,)]
 
 
 async def test_a_burst_is_delivered_and_every_receipt_credited_once(

@@ -59,3 +59,8 @@ class BroadcastChannel(Channel, Protocol):
     async def wants(self, topic: str, event: str) -> bool:
         """Whether a row for ``event`` on ``topic`` is worth storing now; ``False`` skips it."""
         ...
+
+    async def deliver_many(self, jobs: list[Job]) -> list[Outcome]:
+        """``deliver`` for each job, in order, at once: the outbox hands over what it took together, and a
+        broadcast channel sends many messages to the same subscribers."""
+        ...

@@ -8,6 +8,7 @@ Receipt updates do not wait: each supersedes the last.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from gateway.channels import Job, Outcome, State
@@ -23,6 +24,11 @@ class MqttEgress(Protocol):
     async def publish(self, mqtt_topic: str, payload: bytes, qos: int) -> int:
         """Hand the message to the broker's router in process (no loopback client); returns how many
         sessions it was for, as ``subscriber_count`` counts them (0: nobody, nothing was sent)."""
+        ...
+
+    async def publish_many(self, mqtt_topic: str, payloads: Sequence[bytes], qos: int) -> int:
+        """``publish`` for several messages on one topic, in order, its subscribers found and checked once;
+        returns how many sessions each was for."""
         ...
 
     async def publish_retained(self, mqtt_topic: str, payload: bytes, qos: int) -> None:
@@ -54,10 +60,29 @@ class MqttChannel:
         return await self._egress.subscriber_count(message_topic(self._prefix, topic, event)) > 0
 
     async def deliver(self, job: Job) -> Outcome:
-        mqtt_topic = message_topic(self._prefix, job.topic, job.event)
-        count = await self._egress.publish(mqtt_topic, job.payload, 1)  # routed once: sent and counted
-        if count == 0:
-            if job.event == "receipt":  # the subscriber left since ``wants``: the snapshot is not kept
-                return Outcome(State.EXPIRED, error="no subscriber for receipt updates")
-            return Outcome(State.WAITING)
-        return Outcome(State.SENT, delivered=count)
+        return (await self.deliver_many([job]))[0]
+
+    async def deliver_many(self, jobs: list[Job]) -> list[Outcome]:
+        """Jobs in a row on one topic and event are published together (``MqttEgress.publish_many``)."""
+        outcomes: list[Outcome] = []
+        start = 0
+        while start < len(jobs):
+            first = jobs[start]
+            end = start + 1
+            while end < len(jobs) and jobs[end].topic == first.topic and jobs[end].event == first.event:
+                end += 1
+            mqtt_topic = message_topic(self._prefix, first.topic, first.event)
+            payloads = [job.payload for job in jobs[start:end]]
+            count = await self._egress.publish_many(mqtt_topic, payloads, 1)  # routed once: sent and counted
+            outcomes += [_outcome(first.event, count)] * (end - start)
+            start = end
+        return outcomes
+
+
+def _outcome(event: str, count: int) -> Outcome:
+    """What became of a message or event that ``count`` sessions were sent."""
+    if count == 0:
+        if event == "receipt":  # the subscriber left since ``wants``: the snapshot is not kept
+            return Outcome(State.EXPIRED, error="no subscriber for receipt updates")
+        return Outcome(State.WAITING)
+    return Outcome(State.SENT, delivered=count)
