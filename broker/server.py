@@ -512,24 +512,26 @@ class PushgateBroker(Broker):
         broadcast = await self._broadcast_queue.get()
         await self._route(broadcast["topic"], bytes(broadcast["data"]), broadcast.get("qos"))
 
-    async def _route(self, topic: str, data: bytes, published_qos: int | None) -> int:
+    async def _route(
+        self,
+        topic: str,
+        data: bytes,
+        published_qos: int | None,
+        reached: list[tuple[Session, int]] | None = None,
+    ) -> int:
         """Deliver to every session whose subscription matches, found in the topic tree; returns how many
         sessions may receive it (``subscriber_count``'s figure, counted on the way).
 
         The QoS is the lower of the publish and the subscription (upstream used the subscription's, so a
         QoS 0 publish reached QoS 1/2 subscribers at QoS 1/2; ``None``: the subscription's, for the
         core's own messages). The message is encoded once for all subscribers. An offline persistent
-        session's queue is bounded at ``max_queued_messages``, counting what it drops.
+        session's queue is bounded at ``max_queued_messages``, counting what it drops. ``reached`` is
+        given the sessions it went to, with their QoS (``_route_all``).
         """
-        return await self._route_all(topic, (data,), published_qos)
-
-    async def _route_all(self, topic: str, payloads: Sequence[bytes], published_qos: int | None) -> int:
-        """``_route`` for messages on one topic, in order: its subscribers are found and their ACL checked
-        once for all (the outbox hands over what it committed together: 2 µs less per push)."""
         matches = self._tree.route(topic)
         if not matches:
             return 0
-        messages = [Outgoing(topic, data) for data in payloads]
+        message = Outgoing(topic, data)
         allowed: set[str] | None = set() if len(matches) > 1 else None  # a client may match twice
         count = 0
         for client_id, target, subscribed_qos in matches:
@@ -544,16 +546,33 @@ class PushgateBroker(Broker):
             elif client_id not in allowed:
                 allowed.add(client_id)
                 count += 1
-            if target.transitions.state != "connected":
-                if not target.clean_session and qos > 0:
-                    for message in messages:
-                        self.queue_offline(target, topic, message.data, qos)
-                continue
-            handler = self._get_handler(target)
-            if isinstance(handler, IngestProtocolHandler):
-                for message in messages:
-                    handler.deliver(message, qos)
+            self._hand(target, message, qos)
+            if reached is not None:
+                reached.append((target, qos))
         return count
+
+    async def _route_all(self, topic: str, payloads: Sequence[bytes], published_qos: int | None) -> int:
+        """``_route`` for messages on one topic, in order: the first is routed, the others go to the
+        sessions it went to, so subscribers are found and their ACL checked once for all (the outbox
+        hands over what committed together: 2 µs less per push). Nothing can subscribe or leave in
+        between: no await follows the first."""
+        reached: list[tuple[Session, int]] = []
+        count = await self._route(topic, payloads[0], published_qos, reached)
+        for data in payloads[1:]:
+            message = Outgoing(topic, data)
+            for target, qos in reached:
+                self._hand(target, message, qos)
+        return count
+
+    def _hand(self, target: Session, message: Outgoing, qos: int) -> None:
+        """To a connected session's writer; for an offline persistent one, into its queue (QoS 1/2)."""
+        if target.transitions.state != "connected":
+            if not target.clean_session and qos > 0:
+                self.queue_offline(target, message.topic, message.data, qos)
+            return
+        handler = self._get_handler(target)
+        if isinstance(handler, IngestProtocolHandler):
+            handler.deliver(message, qos)
 
     def queue_offline(self, session: Session, topic: str, data: bytes, qos: int) -> bool:
         """Hold a QoS 1/2 message for a persistent session until it reconnects; False when its queue
