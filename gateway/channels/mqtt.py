@@ -27,8 +27,8 @@ class MqttEgress(Protocol):
         ...
 
     async def publish_many(self, mqtt_topic: str, payloads: Sequence[bytes], qos: int) -> int:
-        """``publish`` for several messages on one topic, in order, its subscribers found and checked once;
-        returns how many sessions each was for."""
+        """``publish`` for one or more messages on one topic, in order, its subscribers found and checked
+        once; returns how many sessions each was for."""
         ...
 
     async def publish_retained(self, mqtt_topic: str, payload: bytes, qos: int) -> None:

@@ -196,7 +196,8 @@ class Receipt(Base):
 
 
 class Delivery(Base):
-    """The outbox: one row per message and target, worked by ``gateway.outbox``.
+    """The outbox: one row per message and target, worked by ``gateway.outbox``. A message's broadcast
+    (MQTT) gets one only when it did not go out at once; until then its ``PendingBroadcast`` stands in.
 
     ``event`` is empty for the message itself (its envelope is built from the message row) and names the
     event otherwise (``action``, ``receipt``, ``read``, …), with its JSON kept in ``payload`` as it was when
