@@ -148,6 +148,16 @@ async def stored_messages(config: Config) -> list[Message]:
         await engine.dispose()
 
 
+@contextlib.asynccontextmanager
+async def serving(config: Config) -> AsyncIterator[httpx.AsyncClient]:
+    """``served``, with an HTTP client for it."""
+    async with (
+        served(config) as running,
+        httpx.AsyncClient(base_url=running.http_url, timeout=TIMEOUT) as http,
+    ):
+        yield http
+
+
 async def rows(config: Config, sql: str) -> list[tuple[Any, ...]]:
     """What ``sql`` reads from the gateway's database, through a fresh engine."""
     engine = database.create_engine(config.storage)

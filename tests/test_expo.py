@@ -8,7 +8,6 @@ the notification's fields, and receipt checks that survive a restart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 from collections import Counter
@@ -28,7 +27,7 @@ from gateway.core import Gateway
 from gateway.request import PushRequest
 from gateway.storage import database
 from gateway.storage.models import Delivery, ExpoTicket
-from tests.conftest import TIMEOUT, Server, served, until, user
+from tests.conftest import Server, serving, until, user
 from tests.expo_service import ExpoService
 
 ACTIONS = [
@@ -307,16 +306,6 @@ def test_a_body_too_long_for_expo_is_shortened_to_fit() -> None:
     assert payload["body"].endswith("…") and payload["data"]["truncated"] is True
 
     assert len(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()) <= MAX_PAYLOAD_BYTES
-
-
-@contextlib.asynccontextmanager
-async def serving(config: Config) -> AsyncIterator[httpx.AsyncClient]:
-    """The whole gateway, as the ``server`` fixture runs it, for a test that stops and starts it again."""
-    async with (
-        served(config) as running,
-        httpx.AsyncClient(base_url=running.http_url, timeout=TIMEOUT) as http,
-    ):
-        yield http
 
 
 async def test_a_receipt_check_pending_at_shutdown_is_done_after_the_restart(

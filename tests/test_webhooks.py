@@ -9,7 +9,6 @@ Targets are real HTTP/1.1 servers on 127.0.0.1 (``Target``: asyncio streams, no 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -33,7 +32,7 @@ from gateway.core import Gateway
 from gateway.errors import Unauthorized
 from gateway.outbox import RetryPolicy
 from gateway.request import PushRequest
-from tests.conftest import TIMEOUT, MqttClient, Server, assert_error, bearer, served, until, user
+from tests.conftest import TIMEOUT, MqttClient, Server, assert_error, bearer, serving, until, user
 
 ACTIONS = [
     {"id": "approve", "label": "Approve", "type": "button"},
@@ -519,16 +518,6 @@ async def deliveries_by_state(http: httpx.AsyncClient, auth: dict[str, str], hoo
     response = await http.get(f"/api/webhooks/{hook_id}/deliveries?state={state}&limit=5", headers=auth)
     assert response.status_code == 200, response.text
     return response.json()["deliveries"]
-
-
-@contextlib.asynccontextmanager
-async def serving(config: Config) -> AsyncIterator[httpx.AsyncClient]:
-    """The whole gateway, as the ``server`` fixture runs it, for tests that stop and start it again."""
-    async with (
-        served(config) as running,
-        httpx.AsyncClient(base_url=running.http_url, timeout=TIMEOUT) as http,
-    ):
-        yield http
 
 
 async def test_a_delivery_pending_at_shutdown_is_sent_after_the_restart(config: Config, admin: Admin) -> None:
