@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import queue
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from broker.server import PushgateBroker
+from gateway import outbox
 from gateway.access import ANONYMOUS
 from gateway.channels import Job, Outcome, State
 from gateway.config import Config
@@ -18,7 +22,7 @@ from gateway.errors import Unavailable
 from gateway.publish import NewMessage
 from gateway.request import PushRequest
 from gateway.storage.models import Base, Delivery, Message, PendingBroadcast, PushoverReceipt, Receipt
-from tests.conftest import until
+from tests.conftest import MqttClient, until
 from tests.test_durability import write_lock_held_on
 
 
@@ -187,3 +191,40 @@ async def test_outcomes_recorded_together_credit_each_receipt_once(config: Confi
             receipts = (await session.execute(select(Receipt.status, Receipt.delivered_count))).all()
         assert sorted(receipts) == [("delivered", 1)] * 5
         assert (await count(gw, PendingBroadcast), await count(gw, Delivery)) == (0, 0)
+
+
+async def test_broadcasts_beyond_the_outbox_memory_go_out_from_their_markers(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outbox holds at most ``_QUEUE_SIZE`` jobs in memory (4 here, 10,000 in service); the broadcasts
+    of a burst beyond that are left to their markers, which its table scan reads back: every message
+    reaches the hub once, and no marker is left."""
+    monkeypatch.setattr(outbox, "_QUEUE_SIZE", 4)
+    async with Gateway.running(config) as gw:
+        broker = PushgateBroker(gw, config.mqtt)
+        await broker.start()
+        gw.attach_mqtt(broker)
+        gw.start_delivery()
+        hub = MqttClient(broker.port)
+        try:
+            await gw.admin.create_topic("t")
+            assert not (await hub.connect()).is_failure
+            await hub.subscribe("pushgate/t/message")
+            pushes = (gw.publish(PushRequest(topic="t", message=f"m{i}", source="test")) for i in range(30))
+            pushed = sorted(result.id for result in await asyncio.gather(*pushes))
+            received = [json.loads((await hub.receive()).payload)["id"] for _ in pushed]
+            assert sorted(received) == pushed
+            assert gw.outbox.overflow > 0, "the burst did not go beyond the outbox's memory"
+
+            async def recorded() -> bool:
+                return await count(gw, PendingBroadcast) == 0
+
+            await until(recorded, "every marker deleted")
+            async with gw.sessions() as session:
+                receipts = (await session.execute(select(Receipt.status, Receipt.delivered_count))).all()
+            assert receipts == [("delivered", 1)] * 30
+            with pytest.raises(queue.Empty):
+                await hub.receive(timeout=0.5)  # nothing is sent twice
+        finally:
+            hub.close()
+            await broker.shutdown()
