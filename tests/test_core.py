@@ -107,7 +107,12 @@ async def test_the_next_batch_is_handed_over_before_a_committed_one_is_answered(
         await asyncio.wait_for(all_told.wait(), 10)
         await asyncio.wait_for(asyncio.gather(*then), 10)
         assert told == [None] * 40
-        assert seen == [(0, 3)]  # nothing waits, and the next batch is in the journal already
+        # Nothing waits, and the next pushes are in the journal already: one batch, or two halves when both
+        # places were free by the time the writer ran (a loaded machine reads both commits in one turn).
+        assert len(seen) == 1
+        waiting, handed = seen[0]
+        assert waiting == 0
+        assert handed in (3, 4)
         assert await count(gw, Message) == 51
 
 
