@@ -25,8 +25,9 @@ from gateway.ids import new_id
 from gateway.outbox import Outbox
 from gateway.ratelimit import RateLimiter, RateState
 from gateway.request import PushRequest, PushResult
+from gateway.storage.bulk import columns
 from gateway.storage.models import Base, Delivery, Message, PendingBroadcast, Receipt, utcnow
-from gateway.targets import DeviceTargets
+from gateway.targets import DeviceTargets, Target
 from gateway.topics import TopicDirectory
 from gateway.validation import validate
 from gateway.writer import GroupCommitWriter, Row, orm_row
@@ -78,8 +79,7 @@ class Publisher:
         accepted = self._accept(req, topic, principal)
         if extra is not None:
             accepted.extra = [orm_row(row) for row in extra(accepted.message)]
-        await self._writer.write(accepted.rows)
-        result = self._route(accepted)
+        result = self._route(accepted, await self._writer.write(accepted.rows))
         listening = 0
         for channel in self._outbox.channels.values():
             listening += await channel.subscribers(topic.name)
@@ -101,9 +101,9 @@ class Publisher:
             done(None, exc)
             return
 
-        def written(error: BaseException | None) -> None:
-            if error is None:
-                done(self._route(accepted), None)
+        def written(ids: list[int] | None, error: BaseException | None) -> None:
+            if ids is not None:
+                done(self._route(accepted, ids), None)
             else:
                 done(None, error)
 
@@ -122,8 +122,7 @@ class Publisher:
         asyncio.ensure_future(work).add_done_callback(finished)
 
     async def _write_and_route(self, accepted: _Accepted) -> PushResult:
-        await self._writer.write(accepted.rows)
-        return self._route(accepted)
+        return self._route(accepted, await self._writer.write(accepted.rows))
 
     def _accept(self, req: PushRequest, topic: TopicInfo, principal: Principal) -> _Accepted:
         """Authorise, rate-limit and validate, and build the rows to store; raises a ``PushgateError``."""
@@ -149,38 +148,21 @@ class Publisher:
             source=req.source,
             created_at=now,
         )
-        receipt = {
-            "id": new_id(),
-            "message_id": message.id,
-            "topic_id": topic.id,
-            "created_at": now,
-            "updated_at": now,
-        }
-        broadcasts = [{"message_id": message.id, "channel": name} for name in self._outbox.channels]
-        deliveries: list[dict[str, Any]] = []
         devices = self._targets.for_topic(topic, self._outbox.lanes)
-        if devices:
-            common = {
-                "message_id": message.id,
-                "event": "",
-                "next_attempt_at": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-            deliveries = [{**common, "channel": t.channel, "target": t.device_id} for t in devices]
-        return _Accepted(req, principal, topic, message, receipt, broadcasts, deliveries, len(devices), rate)
+        return _Accepted(req, principal, topic, message, new_id(), list(self._outbox.channels), devices, rate)
 
-    def _route(self, accepted: _Accepted) -> PushResult:
-        """Hand the committed deliveries to the outbox; the answer an edge gives."""
+    def _route(self, accepted: _Accepted, delivery_ids: list[int]) -> PushResult:
+        """Hand the committed deliveries (their rows numbered ``delivery_ids``) to the outbox; the answer an
+        edge gives."""
         message, topic = accepted.message, accepted.topic
         if message.actions and self._on_accepted is not None:
             self._on_accepted(topic, [str(action["id"]) for action in message.actions])
-        receipt_id = accepted.receipt["id"]
+        receipt_id = accepted.receipt_id
         payload = envelope(message, receipt_id, topic.name)
-        jobs = [Job(None, b["channel"], message.id, topic.name, payload) for b in accepted.broadcasts]
+        jobs = [Job(None, channel, message.id, topic.name, payload) for channel in accepted.broadcasts]
         jobs += [
-            Job(d["id"], d["channel"], message.id, topic.name, payload, "", d["target"])
-            for d in accepted.deliveries
+            Job(number, target.channel, message.id, topic.name, payload, "", target.device_id)
+            for number, target in zip(delivery_ids, accepted.devices, strict=True)
         ]
         self._outbox.submit(jobs)
         # DEBUG, not INFO: a line per push costs a sixth of the push path's CPU and floods the log of a
@@ -189,7 +171,7 @@ class Publisher:
             "accepted %s on %s from %s (%s)", message.id, topic.name, accepted.req.source, accepted.principal
         )
         return PushResult(
-            message.id, receipt_id, topic.name, message.created_at, accepted.devices, accepted.rate
+            message.id, receipt_id, topic.name, message.created_at, len(accepted.devices), accepted.rate
         )
 
 
@@ -214,51 +196,79 @@ class NewMessage:
     source: str
     created_at: datetime
 
-    def values(self) -> dict[str, Any]:
-        # spelled out: a comprehension over ``__slots__`` with ``getattr`` took twice as long, per push
-        return {
-            "id": self.id,
-            "topic_id": self.topic_id,
-            "title": self.title,
-            "message": self.message,
-            "priority": self.priority,
-            "tags": self.tags,
-            "click_url": self.click_url,
-            "icon_url": self.icon_url,
-            "image_url": self.image_url,
-            "actions": self.actions,
-            "callback_url": self.callback_url,
-            "sound": self.sound,
-            "ttl": self.ttl,
-            "source": self.source,
-            "created_at": self.created_at,
-        }
+    def row(self) -> Row:
+        # spelled out, in ``_MESSAGE`` order: a comprehension over ``__slots__`` with ``getattr`` took twice
+        # as long, per push
+        return _MESSAGE, (
+            self.id,
+            self.topic_id,
+            self.title,
+            self.message,
+            self.priority,
+            self.tags,
+            self.click_url,
+            self.icon_url,
+            self.image_url,
+            self.actions,
+            self.callback_url,
+            self.sound,
+            self.ttl,
+            self.source,
+            self.created_at,
+        )
 
 
-_MESSAGES: str = Message.__tablename__
-_RECEIPTS: str = Receipt.__tablename__
-_BROADCASTS: str = PendingBroadcast.__tablename__
-_DELIVERIES: str = Delivery.__tablename__
+# The columns each row of a push gives, in the order its values come (``gateway.storage.bulk.Columns``).
+_MESSAGE = columns(
+    Message.__tablename__,
+    (
+        "id",
+        "topic_id",
+        "title",
+        "message",
+        "priority",
+        "tags",
+        "click_url",
+        "icon_url",
+        "image_url",
+        "actions",
+        "callback_url",
+        "sound",
+        "ttl",
+        "source",
+        "created_at",
+    ),
+)
+_RECEIPT = columns(Receipt.__tablename__, ("id", "message_id", "topic_id", "created_at", "updated_at"))
+_BROADCAST = columns(PendingBroadcast.__tablename__, ("message_id", "channel"))
+_DELIVERY = columns(
+    Delivery.__tablename__,
+    ("message_id", "channel", "target", "event", "next_attempt_at", "created_at", "updated_at"),
+)
 
 
 @dataclass(slots=True)
 class _Accepted:
-    """A push that passed every check, with the rows that store it."""
+    """A push that passed every check, with what its rows are made of."""
 
     req: PushRequest
     principal: Principal
     topic: TopicInfo
     message: NewMessage
-    receipt: dict[str, Any]
-    broadcasts: list[dict[str, Any]]  # a ``PendingBroadcast`` per broadcast channel
-    deliveries: list[dict[str, Any]]  # a delivery row per device target
-    devices: int
+    receipt_id: str
+    broadcasts: list[str]  # the broadcast channels, each with a ``PendingBroadcast`` marker
+    devices: list[Target]  # the device targets, each with a delivery row
     rate: RateState | None
     extra: list[Row] = field(default_factory=list)
 
     @property
     def rows(self) -> list[Row]:
-        message: Row = (_MESSAGES, self.message.values())
-        broadcasts: list[Row] = [(_BROADCASTS, b) for b in self.broadcasts]
-        deliveries: list[Row] = [(_DELIVERIES, d) for d in self.deliveries]
-        return [message, (_RECEIPTS, self.receipt), *broadcasts, *deliveries, *self.extra]
+        message = self.message
+        message_id, now = message.id, message.created_at
+        rows = [message.row(), (_RECEIPT, (self.receipt_id, message_id, message.topic_id, now, now))]
+        rows += [(_BROADCAST, (message_id, channel)) for channel in self.broadcasts]
+        rows += [
+            (_DELIVERY, (message_id, target.channel, target.device_id, "", now, now, now))
+            for target in self.devices
+        ]
+        return rows + self.extra if self.extra else rows

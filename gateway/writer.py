@@ -4,11 +4,11 @@ Each caller hands its rows to ``write`` and is resumed only after the commit tha
 edge answers (HTTP 200, MQTT PUBACK) only for data that is on disk. The queue is bounded: when the disk
 falls behind, callers wait instead of memory growing.
 
-A row is a table's name and a dict of column values (``Row``), not an ORM object: building, instrumenting and
-inspecting three ORM objects per push cost more than their INSERTs. ``orm_row`` turns an ORM object
-into one for the rare caller that has one. A batch's transaction is one function handed to the journal
-(``gateway.storage.journal``), so its statements do not each wait for the event loop; it goes to the
-journal process pickled (hence tables by name), and comes back with the delivery ids it gave.
+A row is the values of some columns of a table, as a tuple (``Row``, ``gateway.storage.bulk.Columns``),
+not an ORM object: building, instrumenting and inspecting three ORM objects per push cost more than their
+INSERTs. ``orm_row`` turns an ORM object into one for the rare caller that has one. A batch's transaction
+is one function handed to the journal (``gateway.storage.journal``), so its statements do not each wait
+for the event loop; it goes to the journal process pickled, and comes back with the delivery ids it gave.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Table, insert, inspect
 from sqlalchemy.exc import OperationalError
 
 from gateway.errors import Unavailable
-from gateway.storage.bulk import insert_rows
+from gateway.storage.bulk import Columns, columns, insert_values
 from gateway.storage.journal import Journal
 from gateway.storage.models import Base, Delivery
 from gateway.storage.numbering import reserve_delivery_ids
@@ -32,17 +32,18 @@ __all__ = ["Done", "GroupCommitWriter", "Row", "orm_row"]
 
 log = logging.getLogger(__name__)
 
-# A row to insert: its table's name and the column values set (columns left out get their defaults). A
-# ``deliveries`` row without an ``id`` gets one written into its dict by the commit.
-Row = tuple[str, dict[str, Any]]
+# A row to insert: the columns it gives and their values in that order (columns left out get their
+# defaults). A ``deliveries`` row without an ``id`` column is numbered by the commit, which hands the ids
+# back to its writer.
+Row = tuple[Columns, tuple[Any, ...]]
 
 _MAX_BATCH = 500  # rows groups per transaction; bounds the transaction's size and latency
 _IN_FLIGHT = 2  # transactions handed to the journal at once (``GroupCommitWriter.run``)
-# Told once what became of a group of rows: ``None`` once committed, else the error to answer with.
-Done = Callable[[BaseException | None], None]
+# Told once what became of a group of rows: the ids the commit gave its ``deliveries`` rows without one
+# (in order), or the error to answer with.
+Done = Callable[[list[int] | None, BaseException | None], None]
 _Item = tuple[Sequence[Row], Done]
 _DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
-_DELIVERIES_NAME = _DELIVERIES.name
 
 
 class GroupCommitWriter:
@@ -63,25 +64,27 @@ class GroupCommitWriter:
         """Groups of rows waiting for a place in the journal."""
         return self._queue.qsize()
 
-    async def write(self, rows: Sequence[Row]) -> None:
-        """Return once ``rows`` are committed; raise the database error if their transaction failed."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def write(self, rows: Sequence[Row]) -> list[int]:
+        """Return once ``rows`` are committed, with the ids given to their ``deliveries`` rows without one
+        (in order); raise the database error if their transaction failed."""
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
 
-        def done(error: BaseException | None) -> None:
+        def done(ids: list[int] | None, error: BaseException | None) -> None:
             if future.done():  # the caller was cancelled meanwhile
                 return
             if error is None:
-                future.set_result(None)
+                future.set_result(ids or [])
             else:
                 future.set_exception(error)
 
         if not self.submit(rows, done):  # the queue is full: wait for room
             await self._queue.put((rows, done))
-        await future
+        return await future
 
     def submit(self, rows: Sequence[Row], done: Done) -> bool:
-        """Queue ``rows`` without waiting; ``done`` is called once they are committed (or refused). False
-        when the queue is full: the caller waits (``write``) instead of memory growing.
+        """Queue ``rows`` without waiting; ``done`` is called once they are committed (with their new
+        deliveries' ids) or refused. False when the queue is full: the caller waits (``write``) instead of
+        memory growing.
 
         A callback, not a future: the push path goes on in the commit's turn of the event loop. Through
         a future, and the publisher's after it, each push took two turns more, and a Handle each."""
@@ -143,49 +146,50 @@ class GroupCommitWriter:
         hands the journal its next batch before this one's pushes are routed (a millisecond of the loop's
         time for a large batch), instead of the journal idling meanwhile."""
         try:
-            failed = await self._write(batch, answer)
+            numbered = await self._write(batch, answer)
         finally:
             self._in_journal -= 1
             room.release()
         await asyncio.sleep(0)
-        for _, done in batch:
+        for (_, done), ids in zip(batch, numbered, strict=True):
             try:
-                done(_refused() if done in failed else None)
+                if ids is None:
+                    done(None, _refused())
+                else:
+                    done(ids, None)
             except Exception:  # one caller's error must not keep the others unanswered
                 log.exception("answering a committed write failed")
 
     async def _write(
         self, batch: list[_Item], answer: asyncio.Future[list[list[int]]] | None = None
-    ) -> set[Done]:
-        """Commit the batch (``answer``: the journal's, when it was handed over already); returns the
-        callbacks (each group's own) of the groups not written."""
+    ) -> list[list[int] | None]:
+        """Commit the batch (``answer``: the journal's, when it was handed over already); returns, per
+        group, the ids its new deliveries were given, or ``None`` for a group not written."""
         try:
-            await self._transaction([rows for rows, _ in batch], answer)
+            numbered: list[list[int] | None] = list(
+                await self._transaction([rows for rows, _ in batch], answer)
+            )
         except Exception as exc:
             # A database that refuses writes (locked past the busy timeout, disk full, server gone) refuses
             # every group alike: the batch fails at once, not once more per group after another wait.
             if len(batch) == 1 or isinstance(exc, OperationalError):
                 log.exception("write failed")
-                return {done for _, done in batch}
+                return [None] * len(batch)
             # One bad group must not fail its neighbours: write them one by one.
-            failed: set[Done] = set()
+            numbered = []
             for item in batch:
-                failed |= await self._write([item])
-            return failed
-        return set()
+                numbered += await self._write([item])
+        return numbered
 
     async def _transaction(
         self, groups: list[Sequence[Row]], answer: asyncio.Future[list[list[int]]] | None = None
-    ) -> None:
-        unnumbered = _unnumbered(groups)  # before: without the journal process, the commit numbers these
+    ) -> list[list[int]]:
         if answer is None:
             numbered = await self._journal.run(functools.partial(_insert_groups, groups))
         else:
             numbered = await answer
-        for fresh, ids in zip(unnumbered, numbered, strict=True):
-            for values, number in zip(fresh, ids, strict=True):
-                values["id"] = number
         self.commits += 1
+        return numbered
 
 
 def _refused() -> Unavailable:
@@ -193,49 +197,49 @@ def _refused() -> Unavailable:
 
 
 def _insert_groups(groups: list[Sequence[Row]], connection: Connection) -> list[list[int]]:
-    """Insert the groups' rows with one bulk INSERT per table and set of columns given
-    (``gateway.storage.bulk``). Tables are inserted in the order they first appear in a group, so a group
-    lists parents first. Returns the ids given to each group's deliveries that had none, in order (callers
-    make jobs of them)."""
-    unnumbered = _unnumbered(groups)
-    batches: dict[tuple[str, frozenset[str]], list[dict[str, Any]]] = {}
+    """Insert the groups' rows with one bulk INSERT per ``Columns`` (``gateway.storage.bulk``). Tables are
+    inserted in the order they first appear in a group, so a group lists parents first. Returns the ids
+    given to each group's deliveries that had none, in order (callers make jobs of them)."""
+    batches: dict[Columns, list[tuple[Any, ...]]] = {}
     for rows in groups:
-        for name, values in rows:
-            batches.setdefault((name, frozenset(values)), []).append(values)
+        for shape, values in rows:
+            batch = batches.get(shape)
+            if batch is None:
+                batch = batches[shape] = []
+            batch.append(values)
+    given: dict[Columns, Any] = {}  # per numbered shape: an iterator over the ids its rows were given
     written = False
-    for (name, _), batch in batches.items():
-        if name == _DELIVERIES_NAME and "id" not in batch[0]:
-            _insert_deliveries(connection, batch, written=written)
+    for shape, batch in batches.items():
+        table = Base.metadata.tables[shape.table]
+        if table is _DELIVERIES and "id" not in shape.names:
+            given[shape] = iter(_insert_deliveries(connection, shape.names, batch, written=written))
         else:
-            insert_rows(connection, Base.metadata.tables[name], batch)
+            insert_values(connection, table, shape.names, batch)
         written = True
-    return [[values["id"] for values in fresh] for fresh in unnumbered]
+    if not given:
+        return [[] for _ in groups]
+    return [[next(given[shape]) for shape, _ in rows if shape in given] for rows in groups]
 
 
-def _unnumbered(groups: Sequence[Sequence[Row]]) -> list[list[dict[str, Any]]]:
-    """Each group's deliveries without an id, in order: the rows the commit numbers."""
-    return [
-        [values for name, values in rows if name == _DELIVERIES_NAME and "id" not in values]
-        for rows in groups
-    ]
-
-
-def _insert_deliveries(connection: Connection, batch: list[dict[str, Any]], *, written: bool) -> None:
+def _insert_deliveries(
+    connection: Connection, names: tuple[str, ...], batch: list[tuple[Any, ...]], *, written: bool
+) -> list[int]:
     first = reserve_delivery_ids(connection) if written else None
     if first is not None:
-        for number, values in enumerate(batch, first):
-            values["id"] = number
-        insert_rows(connection, _DELIVERIES, batch)
-        return
-    ids = connection.scalars(
-        insert(_DELIVERIES).returning(_DELIVERIES.c.id, sort_by_parameter_order=True), batch
+        ids = list(range(first, first + len(batch)))
+        insert_values(
+            connection, _DELIVERIES, (*names, "id"), [(*row, n) for row, n in zip(batch, ids, strict=True)]
+        )
+        return ids
+    rows = [dict(zip(names, row, strict=True)) for row in batch]
+    stored = connection.scalars(
+        insert(_DELIVERIES).returning(_DELIVERIES.c.id, sort_by_parameter_order=True), rows
     )
-    for values, number in zip(batch, ids.all(), strict=True):
-        values["id"] = number
+    return list(stored.all())
 
 
 def orm_row(obj: Base) -> Row:
     """A new ORM object as a ``Row``: the column values set on it (unset ones get their defaults)."""
     state = inspect(obj)
-    values = {attr.key: state.dict[attr.key] for attr in state.mapper.column_attrs if attr.key in state.dict}
-    return obj.__table__.name, values
+    names = [attr.key for attr in state.mapper.column_attrs if attr.key in state.dict]
+    return columns(obj.__table__.name, names), tuple(state.dict[name] for name in names)

@@ -171,9 +171,14 @@ async def test_retention_prunes_old_messages_with_their_rows(config: Config) -> 
 
 
 def test_a_new_messages_row_values_name_every_field() -> None:
-    """``NewMessage.values`` spells its fields out (for speed): one added to the class must be stored too."""
+    """``NewMessage.row`` spells its fields out (for speed), in the order of its columns: one added to the
+    class must be stored too, and each value must go to its own column."""
     message = NewMessage(**{f.name: f"value of {f.name}" for f in dataclasses.fields(NewMessage)})
-    assert message.values() == {f.name: f"value of {f.name}" for f in dataclasses.fields(NewMessage)}
+    shape, values = message.row()
+    assert shape.table == "messages"
+    assert dict(zip(shape.names, values, strict=True)) == {
+        f.name: f"value of {f.name}" for f in dataclasses.fields(NewMessage)
+    }
 
 
 async def test_outcomes_recorded_together_credit_each_receipt_once(config: Config) -> None:
