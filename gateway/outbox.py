@@ -38,7 +38,7 @@ import asyncio
 import logging
 import math
 import random
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -224,7 +224,10 @@ class Outbox:
         self._lanes: dict[str, _Lane] = {}
         self._broadcast: dict[str, BroadcastChannel] = {}
         self._channels: dict[str, Channel] = {}  # ``lanes``
-        self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=_QUEUE_SIZE)
+        # Jobs to work, in order: a deque, not an ``asyncio.Queue``, as nothing waits on it but the loop
+        # (woken by ``_wake``) and its length is bounded through ``_queued``; the queue's put and get cost
+        # 0.6 µs per push more.
+        self._queue: deque[Job] = deque()
         self._queued: set[_Key] = set()  # every job in memory, from submit until its outcome is recorded
         # Outcomes not recorded yet, of the loop's inline attempts and the lanes' workers. One recorder
         # writes them while the loop goes on delivering: what piles up meanwhile goes in its next
@@ -286,7 +289,7 @@ class Outbox:
                 self.overflow += 1
                 self._rescan = True
                 continue
-            self._queue.put_nowait(job)  # never full: everything in it is counted in _queued
+            self._queue.append(job)
             self._queued.add(key)
         self._wake.set()
 
@@ -345,7 +348,7 @@ class Outbox:
         if loop.time() - self._last_housekeeping > _HOUSEKEEPING_EVERY:
             self._last_housekeeping = loop.time()
             await self._expire_waiting()
-        if self._queue.empty():
+        if not self._queue:
             if self._rescan:  # asked for during this pass (a lane half emptied): scan without waiting
                 return
             self._wake.clear()
@@ -355,9 +358,8 @@ class Outbox:
             except TimeoutError:
                 pass
             return
-        batch: list[Job] = []
-        while not self._queue.empty() and len(batch) < self._config.batch_size:
-            batch.append(self._queue.get_nowait())
+        queue = self._queue
+        batch = [queue.popleft() for _ in range(min(len(queue), self._config.batch_size))]
         await self._work(batch)
 
     async def _work(self, batch: list[Job]) -> None:
@@ -565,7 +567,7 @@ class Outbox:
                     self._rescan = True
                     continue
                 # What the table still shows pending of this lane's jobs in memory comes first by id.
-                jobs, more = await self._pending(session, [name], room, lane.held + self._queue.qsize(), now)
+                jobs, more = await self._pending(session, [name], room, lane.held + len(self._queue), now)
                 lane.spilled = more  # read the rest when the lane half empties
                 for job in jobs:
                     lane.queue.put_nowait(job)  # never full: ``room`` was free
