@@ -67,6 +67,42 @@ async def test_a_second_batch_is_handed_over_while_the_first_commits(config: Con
         assert sorted(marked) == sorted(r.id for r in results)
 
 
+async def test_publishes_beyond_a_full_write_queue_wait_for_room_and_all_commit(config: Config) -> None:
+    """Back-pressure: with both places in the journal taken (the database locked) and the write queue
+    full (3 here), further publishes wait instead of queueing without bound; once the lock goes, each of
+    them is committed and answered once."""
+    config = dataclasses.replace(config, outbox=dataclasses.replace(config.outbox, write_queue_size=3))
+    async with Gateway.running(config) as gw:
+        await gw.admin.create_topic("t")
+        await gw.publish(PushRequest(topic="t", message="warm-up", source="test"))  # the topic is cached
+        async with write_lock_held_on(Path(config.storage.data_dir) / "pushgate.db"):
+            first = [
+                asyncio.ensure_future(gw.publish(PushRequest(topic="t", message=f"a{i}", source="test")))
+                for i in range(2)
+            ]
+
+            async def two_in_flight() -> bool:
+                return gw.writer.in_flight == 2
+
+            await until(two_in_flight, "both places in the journal taken")
+            later = [
+                asyncio.ensure_future(gw.publish(PushRequest(topic="t", message=f"b{i}", source="test")))
+                for i in range(8)
+            ]
+
+            async def queue_full() -> bool:
+                return gw.writer.queued == 3
+
+            await until(queue_full, "the write queue full")
+            for _ in range(20):  # the other five keep waiting for room, the queue holds three
+                await asyncio.sleep(0)
+            assert gw.writer.queued == 3
+            assert not any(push.done() for push in first + later)
+        results = await asyncio.wait_for(asyncio.gather(*first, *later), 10)
+        assert len({r.id for r in results}) == 10
+        assert await count(gw, Message) == 11
+
+
 async def test_the_next_batch_is_handed_over_before_a_committed_one_is_answered(config: Config) -> None:
     """When a batch commits, its place in the journal goes to what waits, and that batch is written to the
     journal before the committed pushes are answered and routed (``Publisher.submit`` is told in the
