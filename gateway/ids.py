@@ -11,20 +11,25 @@ __all__ = ["new_id"]
 # getrandom() per id was a syscall per id, two per push, and formatting each id's random digits on its
 # own took as long again as the rest of ``new_id``. Each id takes a part of its own, never reused; taking
 # one (``list.pop``) is atomic, so threads (a CLI, a test's seeding) may make ids too.
-_CHUNK = 4096  # random bytes per refill: 8192 hex digits, 431 random parts
-_parts: list[str] = []
-# The variant digit: 10 in its two high bits (RFC 9562), two random bits below.
-_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+_PARTS = 410  # random parts per refill
+# A part's first four bytes: the version nibble (7) and 12 random bits, then the variant's two bits (10)
+# and 14 random bits. Their bits are set for all parts at once, as one integer.
+_HEAD_KEPT = int.from_bytes(bytes([0x0F, 0xFF, 0x3F, 0xFF]) * _PARTS, "big")
+_HEAD_SET = int.from_bytes(bytes([0x70, 0x00, 0x80, 0x00]) * _PARTS, "big")
 _stamped: tuple[int, str] = (-1, "")  # the last millisecond made an id in, and its text
+_parts: list[str] = []
 
 
 def _random_parts() -> list[str]:
     """The 74 random bits of ids after the timestamp, as text: ``7rrr-Vrrr-rrrrrrrrrrrr`` (12 bits of
-    rand_a, then rand_b's 62: the variant digit's two and 15 digits)."""
-    digits = os.urandom(_CHUNK).hex()
+    rand_a, then rand_b's 62: the variant digit's two and 15 digits). The digits come from ``bytes.hex``
+    with separators, split, so only the joining of each part's three pieces runs per part (half the time
+    of formatting each from one string of digits)."""
+    heads = int.from_bytes(os.urandom(4 * _PARTS), "big") & _HEAD_KEPT | _HEAD_SET
+    halves = iter(heads.to_bytes(4 * _PARTS, "big").hex("-", 2).split("-"))  # "7rrr", "Vrrr", "7rrr", ...
+    tails = os.urandom(6 * _PARTS).hex(" ", 6).split()  # 12 random digits each
     return [
-        f"7{digits[i : i + 3]}-{_VARIANT[digits[i + 3]]}{digits[i + 4 : i + 7]}-{digits[i + 7 : i + 19]}"
-        for i in range(0, len(digits) - 18, 19)
+        f"{version}-{variant}-{tail}" for version, variant, tail in zip(halves, halves, tails, strict=True)
     ]
 
 
