@@ -30,6 +30,15 @@ def test_utc_datetime_writes_sqlalchemys_sqlite_text_also_for_repeated_values() 
         datetime(999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),  # a year of three digits: padded
         datetime(2026, 6, 1, tzinfo=timezone(timedelta(hours=-9, minutes=-30))),  # midnight, an offset
         now.replace(microsecond=0),  # no microseconds: still six digits
+        # the second's text is kept: the same second again, then ones that differ in a single field
+        datetime(2026, 1, 2, 3, 4, 5, 1, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, 2, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 5, 5, 3, tzinfo=UTC),
+        datetime(2027, 1, 2, 3, 5, 5, 4, tzinfo=UTC),
+        datetime(2027, 2, 2, 3, 5, 5, 5, tzinfo=UTC),
+        datetime(2027, 2, 3, 3, 5, 5, 6, tzinfo=UTC),
+        datetime(2027, 2, 3, 4, 5, 5, 7, tzinfo=UTC),
+        datetime(2027, 2, 3, 4, 5, 6, 8, tzinfo=UTC),
     ]
     assert [ours(v) for v in values] == [stock(v) for v in values]
     assert ours(now) == now.strftime("%Y-%m-%d %H:%M:%S.%f")

@@ -59,13 +59,35 @@ _written_texts: dict[int, tuple[datetime, str]] = {}
 _WRITTEN_TEXTS_MAX = 4096
 
 
+def _second_text(value: datetime) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` of ``value``'s own fields (no offset), kept for the last second asked: the
+    values written come in order, many to a second, and ``isoformat`` of an aware time (its offset
+    formatted, then cut) took 0.9 µs: a new value's text took 1.1 µs that way, 0.7 µs with this."""
+    global _last_second
+    seen, text = _last_second
+    if (
+        value.second != seen.second
+        or value.minute != seen.minute
+        or value.hour != seen.hour
+        or value.day != seen.day
+        or value.month != seen.month
+        or value.year != seen.year
+    ):
+        text = value.isoformat(" ", "seconds")[:19]
+        _last_second = (value, text)
+    return text
+
+
+_last_second: tuple[datetime, str] = (datetime.min, "")  # the last second ``_second_text`` formatted
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """``DateTime(timezone=True)`` that formats a repeated value once on SQLite. SQLAlchemy's SQLite
     processor formats every value in Python (1.3 µs each, from a dict of its fields), and a push writes
     the same ``now`` three times or more (message, receipt, device deliveries): the texts of recent
-    values are kept and reused while the same objects come again, and a new one is formatted by
-    ``isoformat`` (0.9 µs). The text is SQLAlchemy's own (the wall-clock fields, as it ignores the
-    offset); other backends keep their processing."""
+    values are kept and reused while the same objects come again, and a new one is its second's text
+    (``_second_text``) and its microseconds. The text is SQLAlchemy's own (the wall-clock fields, as it
+    ignores the offset); other backends keep their processing."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -83,7 +105,7 @@ class UtcDateTime(TypeDecorator[datetime]):
                 return seen[1]
             if len(_written_texts) >= _WRITTEN_TEXTS_MAX:
                 _written_texts.clear()
-            text = value.isoformat(" ", "microseconds")[:26]  # ``YYYY-MM-DD HH:MM:SS.ffffff``, no offset
+            text = f"{_second_text(value)}.{value.microsecond:06d}"  # ``YYYY-MM-DD HH:MM:SS.ffffff``
             _written_texts[id(value)] = (value, text)
             return text
 
