@@ -675,7 +675,7 @@ class PushgateBroker(Broker):
             return None
         settled: asyncio.Future[bool] = self._loop.create_future()
 
-        def _stored(_result: object, exc: BaseException | None) -> None:
+        def _stored(exc: BaseException | None) -> None:
             self._untrack_push(settled)
             if isinstance(exc, asyncio.CancelledError):
                 settled.set_result(False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -36,8 +36,8 @@ __all__ = ["Publisher", "Submitted"]
 
 log = logging.getLogger(__name__)
 
-# Told once what became of a push handed to ``Publisher.submit``: its result, or the error.
-Submitted = Callable[[PushResult | None, BaseException | None], None]
+# Told once what became of a push handed to ``Publisher.submit``: ``None`` once stored, or the error.
+Submitted = Callable[[BaseException | None], None]
 
 
 class Publisher:
@@ -79,18 +79,26 @@ class Publisher:
         accepted = self._accept(req, topic, principal)
         if extra is not None:
             accepted.extra = [orm_row(row) for row in extra(accepted.message)]
-        result = self._route(accepted, await self._writer.write(accepted.rows))
+        self._route(accepted, await self._writer.write(accepted.rows))
         listening = 0
         for channel in self._outbox.channels.values():
             listening += await channel.subscribers(topic.name)
-        return replace(result, subscribers=result.subscribers + listening)
+        message = accepted.message
+        return PushResult(
+            message.id,
+            accepted.receipt_id,
+            topic.name,
+            message.created_at,
+            len(accepted.devices) + listening,
+            accepted.rate,
+        )
 
     def submit(self, req: PushRequest, principal: Principal, done: Submitted) -> None:
         """``publish`` for an edge that must not wait per message (the broker's reader handles the next
-        packet while this one is committed): ``done`` is called with the result once stored, or with the
+        packet while this one is committed): ``done`` is called with ``None`` once stored, or with the
         error (a ``PushgateError`` at once when the push is refused). With the topic cached and room in
-        the writer's queue, no Task and no future is made. The result's ``subscribers`` counts device
-        targets only; MQTT answers with a PUBACK."""
+        the writer's queue, no Task and no future is made. No ``PushResult`` is made: MQTT answers with a
+        PUBACK, which carries none."""
         topic = self._topics.cached(req.topic)
         if topic is None:
             self._in_task(self.publish(req, principal), done)
@@ -98,31 +106,26 @@ class Publisher:
         try:
             accepted = self._accept(req, topic, principal)
         except PushgateError as exc:
-            done(None, exc)
+            done(exc)
             return
 
         def written(ids: list[int] | None, error: BaseException | None) -> None:
             if ids is not None:
-                done(self._route(accepted, ids), None)
-            else:
-                done(None, error)
+                self._route(accepted, ids)
+            done(error)
 
         if not self._writer.submit(accepted.rows, written):  # backed up: wait for room like everyone
             self._in_task(self._write_and_route(accepted), done)
 
     @staticmethod
-    def _in_task(work: Coroutine[Any, Any, PushResult], done: Submitted) -> None:
-        def finished(task: asyncio.Task[PushResult]) -> None:
-            if task.cancelled():
-                done(None, asyncio.CancelledError())
-            else:
-                error = task.exception()
-                done(None if error is not None else task.result(), error)
+    def _in_task(work: Coroutine[Any, Any, Any], done: Submitted) -> None:
+        def finished(task: asyncio.Task[Any]) -> None:
+            done(asyncio.CancelledError() if task.cancelled() else task.exception())
 
         asyncio.ensure_future(work).add_done_callback(finished)
 
-    async def _write_and_route(self, accepted: _Accepted) -> PushResult:
-        return self._route(accepted, await self._writer.write(accepted.rows))
+    async def _write_and_route(self, accepted: _Accepted) -> None:
+        self._route(accepted, await self._writer.write(accepted.rows))
 
     def _accept(self, req: PushRequest, topic: TopicInfo, principal: Principal) -> _Accepted:
         """Authorise, rate-limit and validate, and build the rows to store; raises a ``PushgateError``."""
@@ -151,9 +154,8 @@ class Publisher:
         devices = self._targets.for_topic(topic, self._outbox.lanes)
         return _Accepted(req, principal, topic, message, new_id(), list(self._outbox.channels), devices, rate)
 
-    def _route(self, accepted: _Accepted, delivery_ids: list[int]) -> PushResult:
-        """Hand the committed deliveries (their rows numbered ``delivery_ids``) to the outbox; the answer an
-        edge gives."""
+    def _route(self, accepted: _Accepted, delivery_ids: list[int]) -> None:
+        """Hand the committed deliveries (their rows numbered ``delivery_ids``) to the outbox."""
         message, topic = accepted.message, accepted.topic
         if message.actions and self._on_accepted is not None:
             self._on_accepted(topic, [str(action["id"]) for action in message.actions])
@@ -169,9 +171,6 @@ class Publisher:
         # busy gateway; refusals, deliveries given up and every state change of the process stay at INFO.
         log.debug(
             "accepted %s on %s from %s (%s)", message.id, topic.name, accepted.req.source, accepted.principal
-        )
-        return PushResult(
-            message.id, receipt_id, topic.name, message.created_at, len(accepted.devices), accepted.rate
         )
 
 

@@ -116,7 +116,7 @@ async def test_the_next_batch_is_handed_over_before_a_committed_one_is_answered(
         told: list[BaseException | None] = []
         all_told = asyncio.Event()
 
-        def stored(_result: object, error: BaseException | None) -> None:
+        def stored(error: BaseException | None) -> None:
             if not told:
                 seen.append((gw.writer.queued, gw.journal.handed_over - before))
             told.append(error)
