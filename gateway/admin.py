@@ -33,7 +33,6 @@ from gateway.storage.models import (
     ApiKey,
     Delivery,
     Message,
-    PendingBroadcast,
     Receipt,
     Topic,
     User,
@@ -244,7 +243,7 @@ class Admin:
         return topic, keys
 
     async def delete_user_topic(self, owner_id: str, topic_id: str) -> tuple[Topic, int]:
-        """Delete the topic with its messages (and their receipts, deliveries, broadcast markers) and keys.
+        """Delete the topic with its messages (and their receipts and deliveries) and keys.
 
         Returns the deleted topic and the number of messages deleted. The child rows are deleted
         explicitly, in one transaction, rather than relying on ON DELETE CASCADE (SQLite applies it only
@@ -254,7 +253,6 @@ class Admin:
             topic = await self._owned_topic(session, owner_id, topic_id)
             messages = select(Message.id).where(Message.topic_id == topic.id).scalar_subquery()
             await session.execute(delete(Delivery).where(Delivery.message_id.in_(messages)))
-            await session.execute(delete(PendingBroadcast).where(PendingBroadcast.message_id.in_(messages)))
             await session.execute(delete(Receipt).where(Receipt.message_id.in_(messages)))
             result = await session.execute(delete(Message).where(Message.topic_id == topic.id))
             await session.execute(delete(ApiKey).where(ApiKey.topic_id == topic.id))

@@ -13,11 +13,12 @@ Channels are attached with ``add_channel``:
 
 - *broadcast* channels (MQTT) get every message and every event; the publish pipeline and
   ``gateway.actions`` add them for each channel in ``channels``. An event gets a row. A message gets a
-  ``PendingBroadcast`` marker instead, and a job without a row (``Job.delivery_id`` ``None``): sent at
-  once, as nearly every one is, its marker goes and no row is left; otherwise (nobody subscribed, the
-  broker failed) the recorder writes a row with that outcome, which is worked like any other from
-  there. Markers are read like pending rows (at start, after an overflow). Other channels (webhooks)
-  only get the rows their owner adds for particular targets.
+  flag on its receipt instead (``Receipt.broadcast_pending``), and a job without a row
+  (``Job.delivery_id`` ``None``): sent at once, as nearly every one is, the flag is cleared and no row is
+  left; otherwise (nobody subscribed, the broker failed) the recorder writes a row with that outcome,
+  which is worked like any other from there. Flagged receipts are read like pending rows (at start, after
+  an overflow). One flag per message, so the outbox takes one broadcast channel (there is one: MQTT).
+  Other channels (webhooks) only get the rows their owner adds for particular targets.
 - a channel with ``concurrency`` 0 is worked inline by the outbox loop, in order (MQTT subscribers see
   messages in the order they were accepted). A channel with ``concurrency`` N has its own lane of N
   workers, so a slow HTTP target delays neither MQTT nor other targets. A lane holds at most
@@ -44,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Connection, bindparam, case, func, literal_column, select, update
+from sqlalchemy import Connection, bindparam, case, false, func, literal_column, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from gateway.channels import BroadcastChannel, Channel, Job, Outcome, State
@@ -53,7 +54,7 @@ from gateway.envelope import as_utc, envelope
 from gateway.json_output import compact_json
 from gateway.storage.bulk import ListedStatement, in_lists, insert_rows
 from gateway.storage.journal import Journal
-from gateway.storage.models import Delivery, Message, PendingBroadcast, Receipt, Topic, utcnow
+from gateway.storage.models import Delivery, Message, Receipt, Topic, utcnow
 from gateway.storage.numbering import number_new_deliveries
 
 __all__ = ["DeliveredHook", "Outbox", "RetryPolicy", "event_job", "event_row"]
@@ -73,7 +74,6 @@ _STILL_OPEN = (State.PENDING.value, State.WAITING.value, State.SENT.value)
 
 _deliveries = Delivery.__table__
 _receipts = Receipt.__table__
-_broadcasts = PendingBroadcast.__table__
 # A failed attempt to try again at ``b_next``, as an executemany statement (each row has its own time).
 _RETRY = (
     update(_deliveries)
@@ -101,10 +101,10 @@ _SETTLE = ListedStatement(
         )
     )
 )
-# Markers of broadcasts settled, of one channel.
-_CLEAR = ListedStatement(
-    lambda messages: _broadcasts.delete().where(
-        _broadcasts.c.channel == bindparam("b_channel"), _broadcasts.c.message_id.in_(messages)
+# Receipts whose message's broadcast settled without reaching anyone (it waits in a delivery row now).
+_SETTLE_BROADCAST = ListedStatement(
+    lambda messages: (
+        update(_receipts).where(_receipts.c.message_id.in_(messages)).values(broadcast_pending=false())
     )
 )
 _CREDITABLE = [literal_column("'queued'"), literal_column("'failed'")]
@@ -113,20 +113,32 @@ _MOVING = ListedStatement(
         _receipts.c.message_id.in_(messages), _receipts.c.status.in_(_CREDITABLE)
     )
 )
-# a ``queued`` receipt (or a ``failed`` one, on a late confirmation) becomes ``delivered``
-_CREDIT = ListedStatement(
-    lambda messages: (
-        update(_receipts)
-        .where(_receipts.c.message_id.in_(messages))
-        .values(
-            delivered_count=_receipts.c.delivered_count + bindparam("b_reached"),
-            updated_at=bindparam("b_now"),
-            status=case(
-                (_receipts.c.status.in_(_CREDITABLE), literal_column("'delivered'")), else_=_receipts.c.status
-            ),
+
+
+def _credit(settling: bool) -> ListedStatement:
+    """A ``queued`` receipt (or a ``failed`` one, on a late confirmation) becomes ``delivered`` as the
+    targets reached are added; ``settling``: the message's broadcast is among them, and its flag is
+    cleared in the same statement (one UPDATE of the receipt per push, not two)."""
+    settled = {"broadcast_pending": false()} if settling else {}  # literal SQL: the IN list is the only list
+    return ListedStatement(
+        lambda messages: (
+            update(_receipts)
+            .where(_receipts.c.message_id.in_(messages))
+            .values(
+                delivered_count=_receipts.c.delivered_count + bindparam("b_reached"),
+                updated_at=bindparam("b_now"),
+                status=case(
+                    (_receipts.c.status.in_(_CREDITABLE), literal_column("'delivered'")),
+                    else_=_receipts.c.status,
+                ),
+                **settled,
+            )
         )
     )
-)
+
+
+_CREDIT = _credit(settling=False)
+_CREDIT_SETTLING = _credit(settling=True)
 
 
 class DeliveredHook(Protocol):
@@ -270,6 +282,9 @@ class Outbox:
         retry: RetryPolicy | None = None,
         concurrency: int = 0,
     ) -> None:
+        if broadcast and self._broadcast and channel.name not in self._broadcast:
+            # a message's pending broadcast is one flag on its receipt (``Receipt.broadcast_pending``)
+            raise ValueError(f"{channel.name}: the outbox takes one broadcast channel")
         policy = retry or RetryPolicy(self._config.poll_interval * 5, _DEFAULT_RETRY_CEILING)
         self._lanes[channel.name] = _Lane(channel, broadcast, policy, concurrency)
         self._channels[channel.name] = channel
@@ -478,7 +493,7 @@ class Outbox:
         # and one UPDATE ... WHERE id IN (...) per kind costs far less per row than an executemany.
         settled: dict[tuple[str, str | None], list[int]] = defaultdict(list)
         retried: list[dict[str, Any]] = []  # rows to try again at ``b_next``
-        cleared: dict[str, list[str]] = defaultdict(list)  # channel -> messages whose markers go
+        cleared: set[str] = set()  # messages whose broadcast settled: their receipts' flags go
         handed: list[dict[str, Any]] = []  # rows for broadcasts that did not go out (``_handed_row``)
         credit: dict[str, int] = defaultdict(int)  # message id -> targets reached
         topics: dict[str, str] = {}  # message id -> topic name, of the messages credited
@@ -512,8 +527,8 @@ class Outbox:
                                 "b_next": next_at,
                             }
                         )
-            if job.delivery_id is None:  # a marked broadcast: the marker goes, a row only if it waits
-                cleared[job.channel].append(job.message_id)
+            if job.delivery_id is None:  # a flagged broadcast: the flag goes, a row only if it waits
+                cleared.add(job.message_id)
                 if state is not State.SENT:
                     handed.append(_handed_row(job, state, outcome.error, int(attempt), next_at, now))
             elif state is not State.PENDING:
@@ -598,9 +613,10 @@ class Outbox:
         self, session: Any, channels: list[str], room: int, held: int, now: datetime
     ) -> tuple[list[Job], bool]:
         """Up to ``room`` due pending deliveries of ``channels`` that are not in memory yet, and whether the
-        table may hold more: rows oldest first, then marked broadcasts (``PendingBroadcast``) oldest first.
+        table may hold more: rows oldest first, then flagged broadcasts (``Receipt.broadcast_pending``)
+        oldest first.
 
-        Rows are read as plain columns, ``room + held`` of them at most (and as many markers), where
+        Rows are read as plain columns, ``room + held`` of them at most (and as many flagged), where
         ``held`` bounds how many of those in memory the table can still show pending; each message's
         envelope is built once."""
         # rows of a channel switched off stay pending until it is on again
@@ -622,18 +638,21 @@ class Outbox:
             .order_by(Delivery.id)
             .limit(room + held)
         )
-        marked = await session.execute(
-            select(PendingBroadcast.channel, PendingBroadcast.message_id)
-            .where(PendingBroadcast.channel.in_(channels))
-            .order_by(PendingBroadcast.message_id)
-            .limit(room + held)
-        )
+        flagged: list[str] = []
+        broadcast = [name for name in channels if name in self._broadcast]
+        if broadcast:  # at most one (``add_channel``)
+            found_flagged = await session.scalars(
+                select(Receipt.message_id)
+                .where(Receipt.broadcast_pending)
+                .order_by(Receipt.message_id)
+                .limit(room + held)
+            )
+            flagged = list(found_flagged.all())
         recorded = self._recorded_in_scan or set()
         fetched = rows.all()
-        markers = marked.all()
         candidates = [
             *fetched,
-            *((None, channel, message_id, "", "", None, 0) for channel, message_id in markers),
+            *((None, broadcast[0], message_id, "", "", None, 0) for message_id in flagged),
         ]
         picked = [
             row
@@ -662,7 +681,7 @@ class Outbox:
             topic, body = known
             data = (payload or "").encode() if event else body or b""
             jobs.append(Job(delivery_id, channel, message_id, topic, data, event, target, attempts))
-        return jobs, len(picked) == room or room + held in (len(fetched), len(markers))
+        return jobs, len(picked) == room or room + held in (len(fetched), len(flagged))
 
     async def _requeue_waiting(self) -> None:
         # After the recorder's transaction in progress, which may be writing ``waiting`` outcomes.
@@ -694,8 +713,8 @@ class _Outcomes:
 
     settled: dict[tuple[str, str | None], list[int]]  # (state, error) -> delivery ids whose next time stays
     retried: list[dict[str, Any]]  # rows to try again at ``b_next`` (``_RETRY``)
-    cleared: dict[str, list[str]]  # channel -> messages whose ``PendingBroadcast`` markers go
-    handed: list[dict[str, Any]]  # new rows: marked broadcasts that did not go out
+    cleared: set[str]  # messages whose broadcast settled (``Receipt.broadcast_pending`` cleared)
+    handed: list[dict[str, Any]]  # new rows: flagged broadcasts that did not go out
     credit: dict[str, int]  # message id -> targets reached
     given_up: set[str]  # messages with a target that gave up
     watched: list[str]  # messages whose receipts' move to ``delivered`` someone is told of
@@ -710,9 +729,10 @@ class _Outcomes:
         if self.retried:
             connection.execute(_RETRY, self.retried)
         insert_rows(connection, _deliveries, self.handed)
-        for channel, message_ids in self.cleared.items():
-            _CLEAR.run(connection, message_ids, {"b_channel": channel})
         reached = self._credit_receipts(connection) if self.credit else []
+        unreached = [message_id for message_id in self.cleared if message_id not in self.credit]
+        if unreached:
+            _SETTLE_BROADCAST.run(connection, unreached, {})
         if self.given_up:
             self._fail_receipts(connection)
         return reached
@@ -721,17 +741,20 @@ class _Outcomes:
         """Add the targets reached to each receipt; returns those of the ``watched`` messages whose receipts
         just became ``delivered`` (from ``queued``, or ``failed`` when a late confirmation arrives)."""
         reached: list[str] = _MOVING.run(connection, self.watched, {}) if self.watched else []
-        by_count: dict[int, list[str]] = defaultdict(list)  # targets reached -> messages
+        # (targets reached, whether the broadcast settled) -> messages
+        by_count: dict[tuple[int, bool], list[str]] = defaultdict(list)
+        cleared = self.cleared
         for message_id, n in self.credit.items():
-            by_count[n].append(message_id)
-        for n, message_ids in by_count.items():
-            _CREDIT.run(connection, message_ids, {"b_reached": n, "b_now": self.now})
+            by_count[(n, message_id in cleared)].append(message_id)
+        for (n, settling), message_ids in by_count.items():
+            statement = _CREDIT_SETTLING if settling else _CREDIT
+            statement.run(connection, message_ids, {"b_reached": n, "b_now": self.now})
         return reached
 
     def _fail_receipts(self, connection: Connection) -> None:
         """A receipt still ``queued`` becomes ``failed`` once every target of its message has given up:
-        no delivery of the message itself is pending, waiting or sent (unconfirmed) any more, and no
-        broadcast of it is still marked."""
+        no delivery of the message itself is pending, waiting or sent (unconfirmed) any more, and its
+        broadcast is not pending (written before this, in the same transaction)."""
         open_rows = (
             select(_deliveries.c.id)
             .where(
@@ -741,19 +764,19 @@ class _Outcomes:
             )
             .exists()
         )
-        marked = (
-            select(_broadcasts.c.channel).where(_broadcasts.c.message_id == _receipts.c.message_id).exists()
-        )
         connection.execute(
             update(_receipts)
             .where(
-                _receipts.c.message_id.in_(self.given_up), _receipts.c.status == "queued", ~open_rows, ~marked
+                _receipts.c.message_id.in_(self.given_up),
+                _receipts.c.status == "queued",
+                ~open_rows,
+                ~_receipts.c.broadcast_pending,
             )
             .values(status="failed", updated_at=self.now)
         )
 
 
-# What identifies a job in memory: its delivery row's id, or (channel, message id) for a marked broadcast.
+# What identifies a job in memory: its delivery row's id, or (channel, message id) for a flagged broadcast.
 _Key = int | tuple[str, str]
 
 
@@ -764,7 +787,7 @@ def _key(job: Job) -> _Key:
 def _handed_row(
     job: Job, state: State, error: str | None, attempts: int, next_attempt_at: datetime, now: datetime
 ) -> dict[str, Any]:
-    """The delivery row a marked broadcast becomes when it did not go out: waiting for a subscriber, to
+    """The delivery row a flagged broadcast becomes when it did not go out: waiting for a subscriber, to
     be tried again, or given up. Its ``created_at`` is when it got the row, a few milliseconds after the
     message was accepted (what a waiting row's expiry counts from)."""
     return {

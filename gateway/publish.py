@@ -2,9 +2,9 @@
 the outbox.
 
 ``publish`` returns only after the message, its receipt and what its delivery needs are committed
-(``GroupCommitWriter``), so an edge's success answer always means "on disk": a ``PendingBroadcast`` marker
-per broadcast channel (MQTT), and a delivery row per registered device the message goes to
-(``gateway.targets``).
+(``GroupCommitWriter``), so an edge's success answer always means "on disk": its receipt flagged while its
+broadcast (MQTT) is not settled (``Receipt.broadcast_pending``), and a delivery row per registered device
+the message goes to (``gateway.targets``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from gateway.outbox import Outbox
 from gateway.ratelimit import RateLimiter, RateState
 from gateway.request import PushRequest, PushResult
 from gateway.storage.bulk import columns
-from gateway.storage.models import Base, Delivery, Message, PendingBroadcast, Receipt, utcnow
+from gateway.storage.models import Base, Delivery, Message, Receipt, utcnow
 from gateway.targets import DeviceTargets, Target
 from gateway.topics import TopicDirectory
 from gateway.validation import validate
@@ -238,8 +238,10 @@ _MESSAGE = columns(
         "created_at",
     ),
 )
-_RECEIPT = columns(Receipt.__tablename__, ("id", "message_id", "topic_id", "created_at", "updated_at"))
-_BROADCAST = columns(PendingBroadcast.__tablename__, ("message_id", "channel"))
+_RECEIPT = columns(
+    Receipt.__tablename__,
+    ("id", "message_id", "topic_id", "created_at", "updated_at", "broadcast_pending"),
+)
 _DELIVERY = columns(
     Delivery.__tablename__,
     ("message_id", "channel", "target", "event", "next_attempt_at", "created_at", "updated_at"),
@@ -255,7 +257,7 @@ class _Accepted:
     topic: TopicInfo
     message: NewMessage
     receipt_id: str
-    broadcasts: list[str]  # the broadcast channels, each with a ``PendingBroadcast`` marker
+    broadcasts: list[str]  # the broadcast channel (at most one), its pending broadcast flagged on the receipt
     devices: list[Target]  # the device targets, each with a delivery row
     rate: RateState | None
     extra: list[Row] = field(default_factory=list)
@@ -264,8 +266,8 @@ class _Accepted:
     def rows(self) -> list[Row]:
         message = self.message
         message_id, now = message.id, message.created_at
-        rows = [message.row(), (_RECEIPT, (self.receipt_id, message_id, message.topic_id, now, now))]
-        rows += [(_BROADCAST, (message_id, channel)) for channel in self.broadcasts]
+        pending = bool(self.broadcasts)
+        rows = [message.row(), (_RECEIPT, (self.receipt_id, message_id, message.topic_id, now, now, pending))]
         rows += [
             (_DELIVERY, (message_id, target.channel, target.device_id, "", now, now, now))
             for target in self.devices

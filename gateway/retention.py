@@ -1,5 +1,5 @@
 """Retention: messages older than ``[storage] retention_days`` are deleted with their receipts,
-deliveries and broadcast markers (foreign keys cascade), so a Raspberry Pi's SD card does not fill up."""
+and deliveries (foreign keys cascade), so a Raspberry Pi's SD card does not fill up."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from gateway.storage.models import Delivery, Message, PendingBroadcast, Receipt
+from gateway.storage.models import Delivery, Message, Receipt
 
 __all__ = ["prune"]
 
@@ -25,7 +25,6 @@ async def prune(sessions: async_sessionmaker[Any], retention_days: int, now: dat
         # foreign keys switched on for the connection.
         ids = Message.__table__.select().with_only_columns(Message.id).where(old).scalar_subquery()
         await session.execute(delete(Delivery).where(Delivery.message_id.in_(ids)))
-        await session.execute(delete(PendingBroadcast).where(PendingBroadcast.message_id.in_(ids)))
         await session.execute(delete(Receipt).where(Receipt.message_id.in_(ids)))
         result = await session.execute(delete(Message).where(old))
         await session.commit()

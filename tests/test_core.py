@@ -21,7 +21,7 @@ from gateway.core import Gateway
 from gateway.errors import Unavailable
 from gateway.publish import NewMessage
 from gateway.request import PushRequest
-from gateway.storage.models import Base, Delivery, Message, PendingBroadcast, PushoverReceipt, Receipt
+from gateway.storage.models import Base, Delivery, Message, PushoverReceipt, Receipt
 from tests.conftest import MqttClient, until
 from tests.test_durability import write_lock_held_on
 
@@ -29,6 +29,15 @@ from tests.test_durability import write_lock_held_on
 async def count(gw: Gateway, model: type) -> int:
     async with gw.sessions() as session:
         return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def flagged(gw: Gateway) -> list[str]:
+    """The messages whose broadcast is pending (``Receipt.broadcast_pending``), in id order."""
+    async with gw.sessions() as session:
+        found = await session.scalars(
+            select(Receipt.message_id).where(Receipt.broadcast_pending).order_by(Receipt.message_id)
+        )
+        return list(found.all())
 
 
 async def test_concurrent_publishes_share_commits(config: Config) -> None:
@@ -62,9 +71,7 @@ async def test_a_second_batch_is_handed_over_while_the_first_commits(config: Con
         results = await asyncio.wait_for(pushes, 10)
         assert len({r.id for r in results}) == 40
         assert await count(gw, Message) == 40 and await count(gw, Delivery) == 0
-        async with gw.sessions() as session:
-            marked = (await session.scalars(select(PendingBroadcast.message_id))).all()
-        assert sorted(marked) == sorted(r.id for r in results)
+        assert await flagged(gw) == sorted(r.id for r in results)
 
 
 async def test_publishes_beyond_a_full_write_queue_wait_for_room_and_all_commit(config: Config) -> None:
@@ -198,12 +205,12 @@ async def test_retention_prunes_old_messages_with_their_rows(config: Config) -> 
         gw.attach_mqtt(PushgateBroker(gw, config.mqtt))  # real broker, not started: rows stay pending
         await gw.admin.create_topic("t")
         result = await gw.publish(PushRequest(topic="t", message="old", source="test"))
-        assert await count(gw, PendingBroadcast) == 1
+        assert len(await flagged(gw)) == 1
         days = config.storage.retention_days
         assert await gw.prune(now=result.timestamp + timedelta(days=days) - timedelta(seconds=1)) == 0
         assert await gw.prune(now=result.timestamp + timedelta(days=days, seconds=1)) == 1
-        left = [await count(gw, table) for table in (Message, Receipt, Delivery, PendingBroadcast)]
-        assert left == [0, 0, 0, 0]
+        left = [await count(gw, table) for table in (Message, Receipt, Delivery)]
+        assert left == [0, 0, 0]
 
 
 def test_a_new_messages_row_values_name_every_field() -> None:
@@ -217,34 +224,43 @@ def test_a_new_messages_row_values_name_every_field() -> None:
     }
 
 
+async def test_the_outbox_takes_one_broadcast_channel(config: Config) -> None:
+    """A message's pending broadcast is one flag on its receipt, so a second broadcast channel is refused
+    when attached rather than sharing it (and a crash losing the second channel's broadcasts)."""
+    async with Gateway.running(config) as gw:
+        gw.attach_mqtt(PushgateBroker(gw, config.mqtt))  # real broker, not started
+        targeted = next(channel for name, channel in gw.outbox.lanes.items() if name != "mqtt")
+        with pytest.raises(ValueError, match="one broadcast channel"):
+            gw.outbox.add_channel(targeted, broadcast=True)
+        assert list(gw.outbox.channels) == ["mqtt"]
+        assert gw.outbox.lanes[targeted.name] is targeted
+
+
 async def test_outcomes_recorded_together_credit_each_receipt_once(config: Config) -> None:
     """The recorder's statements take their ids as IN lists padded by repeating the last id (``in_lists``):
-    five outcomes (a list of six) still clear five broadcast markers, count one target on each receipt,
-    and leave no delivery row."""
+    five outcomes (a list of six) still clear five broadcast flags, count one target on each receipt, and
+    leave no delivery row."""
     async with Gateway.running(config) as gw:
         gw.attach_mqtt(PushgateBroker(gw, config.mqtt))  # real broker, not started: rows stay pending
         await gw.admin.create_topic("t")
         for i in range(5):
             await gw.publish(PushRequest(topic="t", message=f"m{i}", source="test"))
-        async with gw.sessions() as session:
-            marked = (
-                await session.execute(select(PendingBroadcast.channel, PendingBroadcast.message_id))
-            ).all()
+        marked = await flagged(gw)
         assert len(marked) == 5
-        jobs = [Job(None, channel, message_id, "t", b"") for channel, message_id in marked]
+        jobs = [Job(None, "mqtt", message_id, "t", b"") for message_id in marked]
         await gw.outbox.confirm([(job, Outcome(State.SENT, delivered=1)) for job in jobs])
         async with gw.sessions() as session:
             receipts = (await session.execute(select(Receipt.status, Receipt.delivered_count))).all()
         assert sorted(receipts) == [("delivered", 1)] * 5
-        assert (await count(gw, PendingBroadcast), await count(gw, Delivery)) == (0, 0)
+        assert (await flagged(gw), await count(gw, Delivery)) == ([], 0)
 
 
-async def test_broadcasts_beyond_the_outbox_memory_go_out_from_their_markers(
+async def test_broadcasts_beyond_the_outbox_memory_go_out_from_their_flags(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The outbox holds at most ``_QUEUE_SIZE`` jobs in memory (4 here, 10,000 in service); the broadcasts
-    of a burst beyond that are left to their markers, which its table scan reads back: every message
-    reaches the hub once, and no marker is left."""
+    of a burst beyond that are left to their receipts' flags, which its table scan reads back: every
+    message reaches the hub once, and no flag is left."""
     monkeypatch.setattr(outbox, "_QUEUE_SIZE", 4)
     async with Gateway.running(config) as gw:
         broker = PushgateBroker(gw, config.mqtt)
@@ -263,9 +279,9 @@ async def test_broadcasts_beyond_the_outbox_memory_go_out_from_their_markers(
             assert gw.outbox.overflow > 0, "the burst did not go beyond the outbox's memory"
 
             async def recorded() -> bool:
-                return await count(gw, PendingBroadcast) == 0
+                return await flagged(gw) == []
 
-            await until(recorded, "every marker deleted")
+            await until(recorded, "every flag cleared")
             async with gw.sessions() as session:
                 receipts = (await session.execute(select(Receipt.status, Receipt.delivered_count))).all()
             assert receipts == [("delivered", 1)] * 30

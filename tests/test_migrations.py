@@ -45,12 +45,24 @@ def _schema_diff(connection: object) -> list[object]:
     return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))  # type: ignore[arg-type]
 
 
-async def test_a_downgrade_from_0009_turns_marked_broadcasts_into_pending_deliveries(tmp_path: Path) -> None:
-    """Broadcast markers exist from 0009b on; a downgrade hands each one to the delivery row that the
-    earlier versions' outbox sends, so nothing marked is lost."""
+async def test_marked_broadcasts_survive_the_upgrade_to_flags_and_every_downgrade(tmp_path: Path) -> None:
+    """A broadcast still pending is a marker row in 0009b, a flag on the receipt from 0010r on: the
+    upgrade turns the marker into the flag, a downgrade to 0009b the flag back into the marker, and one to
+    0008i the marker into the pending delivery row that earlier versions' outbox sends, so nothing is
+    lost on the way."""
     engine = database.create_engine(StorageConfig(data_dir=str(tmp_path)))
+
+    async def migrate(to: str, up: bool) -> None:
+        step = command.upgrade if up else command.downgrade
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda sync: step(database._alembic_config(sync), to))
+
+    async def found(sql: str) -> list[tuple[object, ...]]:
+        async with engine.connect() as conn:
+            return [tuple(row) for row in (await conn.execute(text(sql))).all()]
+
     try:
-        await database.upgrade(engine)
+        await migrate("0009b", up=True)
         async with engine.begin() as conn:
             await conn.execute(
                 text(
@@ -58,26 +70,37 @@ async def test_a_downgrade_from_0009_turns_marked_broadcasts_into_pending_delive
                     " VALUES ('t', 'garage', '', 0, '2026-12-07 10:00:00.000000')"
                 )
             )
-            await conn.execute(
-                text(
-                    "INSERT INTO messages (id, topic_id, title, message, priority, tags, actions, source,"
-                    " created_at) VALUES ('m', 't', '', 'Door left open', 'normal', '[]', '[]', 'http',"
-                    " '2026-12-07 10:00:01.000000')"
+            for message in ("m", "n"):
+                await conn.execute(
+                    text(
+                        "INSERT INTO messages (id, topic_id, title, message, priority, tags, actions, source,"
+                        f" created_at) VALUES ('{message}', 't', '', 'Door left open', 'normal', '[]', '[]',"
+                        " 'http', '2026-12-07 10:00:01.000000')"
+                    )
                 )
-            )
+                await conn.execute(
+                    text(
+                        "INSERT INTO receipts (id, message_id, topic_id, status, delivered_count, read_count,"
+                        f" acted_count, actions_taken, created_at, updated_at) VALUES ('r{message}',"
+                        f" '{message}', 't', 'queued', 0, 0, 0, '[]', '2026-12-07 10:00:01.000000',"
+                        " '2026-12-07 10:00:01.000000')"
+                    )
+                )
             await conn.execute(
                 text("INSERT INTO pending_broadcasts (message_id, channel) VALUES ('m', 'mqtt')")
             )
-        async with engine.begin() as conn:
-            await conn.run_sync(lambda sync: command.downgrade(database._alembic_config(sync), "0008i"))
-        async with engine.connect() as conn:
-            rows = (
-                await conn.execute(text("SELECT message_id, channel, target, event, state FROM deliveries"))
-            ).all()
-            tables = (
-                await conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table'"))
-            ).scalars()
-            assert [tuple(row) for row in rows] == [("m", "mqtt", "", "", "pending")]
-            assert "pending_broadcasts" not in set(tables)
+        await migrate("head", up=True)
+        assert await found("SELECT message_id, broadcast_pending FROM receipts ORDER BY message_id") == [
+            ("m", 1),
+            ("n", 0),
+        ]
+        assert await found("SELECT name FROM sqlite_master WHERE name = 'pending_broadcasts'") == []
+        await migrate("0009b", up=False)
+        assert await found("SELECT message_id, channel FROM pending_broadcasts") == [("m", "mqtt")]
+        await migrate("0008i", up=False)
+        assert await found("SELECT message_id, channel, target, event, state FROM deliveries") == [
+            ("m", "mqtt", "", "", "pending")
+        ]
+        assert await found("SELECT name FROM sqlite_master WHERE name = 'pending_broadcasts'") == []
     finally:
         await engine.dispose()

@@ -99,10 +99,14 @@ async def test_refused_push_is_answered_on_the_error_topic(server: Server, admin
     assert await stored_messages(server.config) == []
 
 
+# The messages whose broadcast is still pending (``Receipt.broadcast_pending``).
+_FLAGGED = "SELECT message_id FROM receipts WHERE broadcast_pending"
+
+
 async def test_message_pushed_while_no_hub_listens_is_delivered_when_one_subscribes(
     server: Server, admin: Admin, make_client, http: httpx.AsyncClient
 ) -> None:
-    """The push's broadcast marker becomes a ``waiting`` delivery row, which the subscriber wakes."""
+    """The push's pending broadcast becomes a ``waiting`` delivery row, which the subscriber wakes."""
     await admin.create_topic("garage")
     response = await http.post("/api/push/garage", content="Door left open")
     assert response.json()["subscribers"] == 0
@@ -113,7 +117,7 @@ async def test_message_pushed_while_no_hub_listens_is_delivered_when_one_subscri
         return await rows(server.config, deliveries)
 
     assert await until(waiting, "the broadcast to wait in a row") == [(pushed, "mqtt", "waiting", 1)]
-    assert await rows(server.config, "SELECT * FROM pending_broadcasts") == []
+    assert await rows(server.config, _FLAGGED) == []
     hub = await make_client()
     await hub.subscribe("pushgate/garage/message")
     envelope = json.loads((await hub.receive()).payload)
@@ -126,13 +130,14 @@ async def test_message_pushed_while_no_hub_listens_is_delivered_when_one_subscri
     await until(sent, "the row's second attempt recorded as sent")
 
 
-async def test_broadcasts_marked_when_the_gateway_stopped_go_out_after_the_restart(
+async def test_broadcasts_pending_when_the_gateway_stopped_go_out_after_the_restart(
     config: Config, admin: Admin
 ) -> None:
-    """A push is committed with a marker for its MQTT broadcast (``PendingBroadcast``), deleted only with
-    the broadcast's outcome: what the gateway stopped before sending is read back and sent after the
-    restart, with no delivery row left for what went out. Read back together, the messages are published
-    together, each with its own topic's outcome: "attic", which nobody reads, waits."""
+    """A push is committed with its receipt flagged while its MQTT broadcast is pending
+    (``Receipt.broadcast_pending``), cleared only with the broadcast's outcome: what the gateway stopped
+    before sending is read back and sent after the restart, with no delivery row left for what went out.
+    Read back together, the messages are published together, each with its own topic's outcome:
+    "attic", which nobody reads, waits."""
     await admin.create_topic("garage")
     await admin.create_topic("attic")
     async with Gateway.running(config) as gw:
@@ -141,8 +146,7 @@ async def test_broadcasts_marked_when_the_gateway_stopped_go_out_after_the_resta
             (await gw.publish(PushRequest(topic=topic, message=f"door {i}", source="test"))).id: topic
             for i, topic in enumerate(["garage", "attic", "garage"])
         }
-    marked = await rows(config, "SELECT message_id, channel FROM pending_broadcasts")
-    assert sorted(marked) == sorted((message_id, "mqtt") for message_id in pushed)
+    assert sorted(await rows(config, _FLAGGED)) == sorted((message_id,) for message_id in pushed)
     garage = sorted(message_id for message_id, topic in pushed.items() if topic == "garage")
 
     async with served(config) as server:
@@ -163,7 +167,7 @@ async def test_broadcasts_marked_when_the_gateway_stopped_go_out_after_the_resta
             )
 
         await until(credited, "each garage receipt credited once, the attic one not")
-        assert await rows(config, "SELECT * FROM pending_broadcasts") == []
+        assert await rows(config, _FLAGGED) == []
         (attic,) = [message_id for message_id, topic in pushed.items() if topic == "attic"]
         waiting = await rows(config, "SELECT message_id FROM deliveries WHERE state = 'waiting'")
         assert waiting == [(attic,)]

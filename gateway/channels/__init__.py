@@ -23,8 +23,9 @@ class State(StrEnum):
 # Nothing changes one after it is made.
 @dataclass(slots=True)
 class Job:
-    # The delivery row worked; ``None`` for a message's broadcast still marked by its ``PendingBroadcast``
-    # (``gateway.outbox``), which gets a row only if it does not go out at once.
+    # The delivery row worked; ``None`` for a message's broadcast still flagged on its receipt
+    # (``Receipt.broadcast_pending``, ``gateway.outbox``), which gets a row only if it does not go out at
+    # once.
     delivery_id: int | None
     channel: str
     message_id: str

