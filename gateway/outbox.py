@@ -57,7 +57,7 @@ from gateway.storage.journal import Journal
 from gateway.storage.models import Delivery, Message, Receipt, Topic, utcnow
 from gateway.storage.numbering import number_new_deliveries
 
-__all__ = ["DeliveredHook", "Outbox", "RetryPolicy", "event_job", "event_row"]
+__all__ = ["PENDING_BROADCASTS", "DeliveredHook", "Outbox", "RetryPolicy", "event_job", "event_row"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,9 @@ _SETTLE = ListedStatement(
         )
     )
 )
+# Messages whose broadcast is pending, oldest first: read at start and after an overflow, through the
+# partial index that holds only these (``Receipt.broadcast_pending``), not the whole receipts table.
+PENDING_BROADCASTS = select(Receipt.message_id).where(Receipt.broadcast_pending).order_by(Receipt.message_id)
 # Receipts whose message's broadcast settled without reaching anyone (it waits in a delivery row now).
 _SETTLE_BROADCAST = ListedStatement(
     lambda messages: (
@@ -641,12 +644,7 @@ class Outbox:
         flagged: list[str] = []
         broadcast = [name for name in channels if name in self._broadcast]
         if broadcast:  # at most one (``add_channel``)
-            found_flagged = await session.scalars(
-                select(Receipt.message_id)
-                .where(Receipt.broadcast_pending)
-                .order_by(Receipt.message_id)
-                .limit(room + held)
-            )
+            found_flagged = await session.scalars(PENDING_BROADCASTS.limit(room + held))
             flagged = list(found_flagged.all())
         recorded = self._recorded_in_scan or set()
         fetched = rows.all()

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from gateway.config import StorageConfig
 from gateway.errors import SchemaError
+from gateway.outbox import PENDING_BROADCASTS
 from gateway.storage import database
 from gateway.storage.models import Base
 
@@ -102,5 +103,21 @@ async def test_marked_broadcasts_survive_the_upgrade_to_flags_and_every_downgrad
             ("m", "mqtt", "", "", "pending")
         ]
         assert await found("SELECT name FROM sqlite_master WHERE name = 'pending_broadcasts'") == []
+    finally:
+        await engine.dispose()
+
+
+async def test_the_scan_for_pending_broadcasts_reads_their_partial_index(tmp_path: Path) -> None:
+    """After a restart the outbox reads the messages whose broadcast is pending; SQLite finds them in the
+    partial index that holds only those, not by scanning every receipt kept (retention keeps 30 days)."""
+    engine = database.create_engine(StorageConfig(data_dir=str(tmp_path)))
+    try:
+        await database.upgrade(engine)
+        query = PENDING_BROADCASTS.limit(100).compile(
+            engine.sync_engine, compile_kwargs={"literal_binds": True}
+        )
+        async with engine.connect() as conn:
+            plan = (await conn.execute(text(f"EXPLAIN QUERY PLAN {query}"))).all()
+        assert [row[-1] for row in plan] == ["SCAN receipts USING INDEX ix_receipts_broadcast_pending"]
     finally:
         await engine.dispose()
