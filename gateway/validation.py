@@ -157,17 +157,18 @@ def validate(req: PushRequest, limits: LimitsConfig) -> ValidMessage:
         if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
             raise ValidationError("ttl", "ttl must be a positive number of seconds")
     # A field not given is None, and its value is the default without a call to its check: a plain text
-    # push (the message alone, as most devices send) made ten such calls: 0.3 µs of its 1.1.
+    # push (the message alone, as most devices send) made ten such calls: 0.3 µs of its 1.1. Positional,
+    # in the fields' order: as keywords the eleven took 0.3 µs more.
     return ValidMessage(
-        title="" if req.title is None else _text(req.title, "title", limits.title_max_chars) or "",
-        message=message,
-        priority="normal" if req.priority is None else parse_priority(req.priority),
-        tags=[] if req.tags is None else _tags(req.tags, limits),
-        click_url=None if req.click_url is None else _url(req.click_url, "click_url", limits),
-        icon_url=None if req.icon_url is None else _url(req.icon_url, "icon_url", limits),
-        image_url=None if req.image_url is None else _url(req.image_url, "image_url", limits),
-        actions=[] if req.actions is None else _actions(req.actions, limits),
-        callback_url=None if req.callback_url is None else _url(req.callback_url, "callback_url", limits),
-        sound=None if req.sound is None else _text(req.sound, "sound", 64),
-        ttl=ttl,
+        "" if req.title is None else _text(req.title, "title", limits.title_max_chars) or "",  # title
+        message,
+        "normal" if req.priority is None else parse_priority(req.priority),
+        [] if req.tags is None else _tags(req.tags, limits),
+        None if req.click_url is None else _url(req.click_url, "click_url", limits),
+        None if req.icon_url is None else _url(req.icon_url, "icon_url", limits),
+        None if req.image_url is None else _url(req.image_url, "image_url", limits),
+        [] if req.actions is None else _actions(req.actions, limits),
+        None if req.callback_url is None else _url(req.callback_url, "callback_url", limits),
+        None if req.sound is None else _text(req.sound, "sound", 64),
+        ttl,
     )

@@ -24,6 +24,7 @@ from gateway.request import PushRequest
 from gateway.storage.models import Base, Delivery, Message, PushoverReceipt, Receipt
 from tests.conftest import MqttClient, until
 from tests.test_durability import write_lock_held_on
+from tests.test_validation import EVERY_FIELD
 
 
 async def count(gw: Gateway, model: type) -> int:
@@ -211,6 +212,18 @@ async def test_retention_prunes_old_messages_with_their_rows(config: Config) -> 
         assert await gw.prune(now=result.timestamp + timedelta(days=days, seconds=1)) == 1
         left = [await count(gw, table) for table in (Message, Receipt, Delivery)]
         assert left == [0, 0, 0]
+
+
+async def test_every_field_of_a_push_is_stored_in_its_own_column(config: Config) -> None:
+    """The publisher builds the message positionally (for speed): each field reaches its own column."""
+    async with Gateway.running(config) as gw:
+        await gw.admin.create_topic("t")
+        result = await gw.publish(PushRequest(topic="t", source="test", **EVERY_FIELD))  # type: ignore[arg-type]
+        async with gw.sessions() as session:
+            stored = await session.get(Message, result.id)
+        assert stored is not None
+        assert {name: getattr(stored, name) for name in EVERY_FIELD} == EVERY_FIELD
+        assert (stored.source, stored.topic_id) == ("test", (await gw.topics.get("t")).id)
 
 
 def test_a_new_messages_row_values_name_every_field() -> None:

@@ -112,3 +112,25 @@ def test_ttl_must_be_positive_seconds() -> None:
         with pytest.raises(ValidationError) as info:
             validate(request(ttl=bad), LIMITS)
         assert info.value.field == "ttl"
+
+
+# Every field given, each with a value of its own: validation (and the stored row) keep each in its place.
+EVERY_FIELD = {
+    "title": "Front door",
+    "message": "Door left open",
+    "priority": "high",
+    "tags": ["door", "alarm"],
+    "click_url": "https://example.org/click",
+    "icon_url": "https://example.org/icon.png",
+    "image_url": "https://example.org/image.jpg",
+    "actions": [{"id": "close", "label": "Close", "type": "button"}],
+    "callback_url": "https://example.org/callback",
+    "sound": "siren",
+    "ttl": 600,
+}
+
+
+def test_every_field_given_lands_in_its_own_place() -> None:
+    """``validate`` builds its result positionally (for speed): no two fields may trade places."""
+    valid = validate(request(**EVERY_FIELD), LIMITS)
+    assert {name: getattr(valid, name) for name in EVERY_FIELD} == EVERY_FIELD
