@@ -169,8 +169,12 @@ async def test_broadcasts_pending_when_the_gateway_stopped_go_out_after_the_rest
         await until(credited, "each garage receipt credited once, the attic one not")
         assert await rows(config, _FLAGGED) == []
         (attic,) = [message_id for message_id, topic in pushed.items() if topic == "attic"]
-        waiting = await rows(config, "SELECT message_id FROM deliveries WHERE state = 'waiting'")
-        assert waiting == [(attic,)]
+
+        async def attic_waits() -> bool:  # the hub's SUBSCRIBE may retry it meanwhile: pending, then waiting
+            waiting = await rows(config, "SELECT message_id FROM deliveries WHERE state = 'waiting'")
+            return waiting == [(attic,)]
+
+        await until(attic_waits, "the attic message waiting in a delivery row")
 
 
 async def test_a_burst_is_delivered_and_every_receipt_credited_once(
