@@ -20,7 +20,7 @@ from gateway.config import Config
 from gateway.core import Gateway
 from gateway.errors import Unavailable
 from gateway.publish import NewMessage
-from gateway.request import PushRequest
+from gateway.request import PushRequest, PushResult
 from gateway.storage.models import Base, Delivery, Message, PushoverReceipt, Receipt
 from tests.conftest import MqttClient, until
 from tests.test_durability import write_lock_held_on
@@ -30,6 +30,14 @@ from tests.test_validation import EVERY_FIELD
 async def count(gw: Gateway, model: type) -> int:
     async with gw.sessions() as session:
         return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def publishing(gw: Gateway, label: str, n: int) -> list[asyncio.Future[PushResult]]:
+    """``n`` publishes on topic "t" (``<label>0``, ``<label>1`` …) started at once, not awaited."""
+    return [
+        asyncio.ensure_future(gw.publish(PushRequest(topic="t", message=f"{label}{i}", source="test")))
+        for i in range(n)
+    ]
 
 
 async def flagged(gw: Gateway) -> list[str]:
@@ -84,19 +92,13 @@ async def test_publishes_beyond_a_full_write_queue_wait_for_room_and_all_commit(
         await gw.admin.create_topic("t")
         await gw.publish(PushRequest(topic="t", message="warm-up", source="test"))  # the topic is cached
         async with write_lock_held_on(Path(config.storage.data_dir) / "pushgate.db"):
-            first = [
-                asyncio.ensure_future(gw.publish(PushRequest(topic="t", message=f"a{i}", source="test")))
-                for i in range(2)
-            ]
+            first = publishing(gw, "a", 2)
 
             async def two_in_flight() -> bool:
                 return gw.writer.in_flight == 2
 
             await until(two_in_flight, "both places in the journal taken")
-            later = [
-                asyncio.ensure_future(gw.publish(PushRequest(topic="t", message=f"b{i}", source="test")))
-                for i in range(8)
-            ]
+            later = publishing(gw, "b", 8)
 
             async def queue_full() -> bool:
                 return gw.writer.queued == 3
@@ -139,10 +141,7 @@ async def test_the_next_batch_is_handed_over_before_a_committed_one_is_answered(
                 return gw.journal.handed_over - before == 2
 
             await until(two_handed_over, "both places in the journal taken")
-            then = [
-                asyncio.ensure_future(gw.publish(PushRequest(topic="t", message=f"b{i}", source="test")))
-                for i in range(10)
-            ]
+            then = publishing(gw, "b", 10)
 
             async def ten_waiting() -> bool:
                 return gw.writer.queued == 10
