@@ -45,9 +45,9 @@ class Columns:
     """Which columns of a table a row's values fill, in order: the shape of rows stored as tuples.
 
     Rows of the push path are tuples rather than dicts: a dict per row cost the event loop its building and
-    pickling, and the journal its unpickling and reading back by key, about 4 µs per push in all (three
-    rows a push). One object stands for each shape (``columns``), compared by identity, so a batch's rows
-    are grouped with one dict lookup each and a pickled batch carries the names once."""
+    pickling, and the journal its unpickling and reading back by key, about 4 µs per push in all (when a
+    push had three rows). One object stands for each shape (``columns``), compared by identity, so a
+    batch's rows are grouped with one dict lookup each and a pickled batch carries the names once."""
 
     __slots__ = ("table", "names")
 

@@ -199,7 +199,7 @@ class Receipt(Base):
     # does not (nobody subscribed yet, the broker failed) is handed to a delivery row that carries its
     # state from there. After a crash the outbox reads the receipts still flagged (through a partial
     # index that holds only those) and broadcasts their messages. A flag where a marker table held a row
-    # per push (inserted, then deleted): the journal 2 µs less per push.
+    # per push (inserted, then deleted): the journal 1.4–1.7 µs less per push.
     broadcast_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     # Keyset pagination of GET /api/receipts walks (created_at, id), alone or within a topic.
