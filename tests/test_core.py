@@ -242,10 +242,11 @@ async def test_the_outbox_takes_one_broadcast_channel(config: Config) -> None:
     async with Gateway.running(config) as gw:
         gw.attach_mqtt(PushgateBroker(gw, config.mqtt))  # real broker, not started
         targeted = next(channel for name, channel in gw.outbox.lanes.items() if name != "mqtt")
+        lane = gw.outbox._lanes[targeted.name]  # its concurrency and retry policy, as attached
         with pytest.raises(ValueError, match="one broadcast channel"):
             gw.outbox.add_channel(targeted, broadcast=True)
         assert list(gw.outbox.channels) == ["mqtt"]
-        assert gw.outbox.lanes[targeted.name] is targeted
+        assert gw.outbox._lanes[targeted.name] is lane  # the refused attach changed nothing
 
 
 async def test_outcomes_recorded_together_credit_each_receipt_once(config: Config) -> None:
