@@ -121,3 +121,39 @@ async def test_the_scan_for_pending_broadcasts_reads_their_partial_index(tmp_pat
         assert [row[-1] for row in plan] == ["SCAN receipts USING INDEX ix_receipts_broadcast_pending"]
     finally:
         await engine.dispose()
+
+
+async def test_receipts_are_found_by_topic_through_the_composite_index_alone(tmp_path: Path) -> None:
+    """0011t drops the single-column index on ``receipts.topic_id``: a topic key's receipt listing and the
+    cascade of a topic's deletion (a search by ``topic_id``) read ``ix_receipts_topic_created_id``, which
+    begins with that column. A downgrade puts the index back."""
+    engine = database.create_engine(StorageConfig(data_dir=str(tmp_path)))
+
+    async def plan(query: str) -> list[str]:
+        async with engine.connect() as conn:
+            return [row[-1] for row in (await conn.execute(text(f"EXPLAIN QUERY PLAN {query}"))).all()]
+
+    async def receipt_indexes() -> set[str]:
+        async with engine.connect() as conn:
+            found = await conn.execute(text("SELECT name FROM sqlite_master WHERE tbl_name = 'receipts'"))
+            return {name for (name,) in found if name.startswith("ix_")}
+
+    try:
+        await database.upgrade(engine)
+        assert "ix_receipts_topic_id" not in await receipt_indexes()
+        assert await plan("SELECT id FROM receipts WHERE topic_id = 't'") == [
+            "SEARCH receipts USING COVERING INDEX ix_receipts_topic_created_id (topic_id=?)"
+        ]
+        listing = (
+            "SELECT id FROM receipts WHERE topic_id = 't' AND created_at > '2026-01-01'"
+            " ORDER BY created_at DESC, id DESC LIMIT 10"
+        )
+        assert await plan(listing) == [
+            "SEARCH receipts USING COVERING INDEX ix_receipts_topic_created_id (topic_id=? AND created_at>?)"
+        ]
+
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda sync: command.downgrade(database._alembic_config(sync), "0010r"))
+        assert "ix_receipts_topic_id" in await receipt_indexes()
+    finally:
+        await engine.dispose()
