@@ -24,9 +24,15 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-__all__ = ["LENGTH", "frame", "read_frame", "serve", "start", "stop"]
+__all__ = ["LENGTH", "Unsettled", "frame", "read_frame", "serve", "start", "stop"]
 
 LENGTH = struct.Struct("!I")
+
+
+class Unsettled(bytes):
+    """An answer that needs no ``settle`` before it goes out (``serve``): it is sent as soon as the answers
+    made before it are. The storage journal answers so a transaction whose commit need not be on disk
+    before its caller goes on; the next sync covers it anyway."""
 
 
 def frame(data: bytes) -> bytes:
@@ -66,12 +72,15 @@ def serve(answer: Callable[[bytes], bytes | None], *, settle: Callable[[], None]
 
     With ``settle``, a second thread sends the answers, each only after a call of ``settle`` that began
     once it was made; meanwhile the next frames are answered, and one call covers every answer made
-    during the one before. The storage journal's sync of SQLite's log so overlaps its next transaction."""
+    during the one before. The storage journal's sync of SQLite's log so overlaps its next transaction.
+    An ``Unsettled`` answer waits only for the answers before it (they go out in order), and calls no
+    ``settle`` of its own."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sink = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    answers: queue.SimpleQueue[bytes | None] | None = None  # to the sending thread, with ``settle``
+    # To the sending thread, with ``settle``: each answer's frame, and whether it waits for a settle.
+    answers: queue.SimpleQueue[tuple[bytes, bool] | None] | None = None
     sender: threading.Thread | None = None
     if settle is not None:
         answers = queue.SimpleQueue()
@@ -86,7 +95,7 @@ def serve(answer: Callable[[bytes], bytes | None], *, settle: Callable[[], None]
                 sink.write(frame(answered))
                 sink.flush()
             else:
-                answers.put(frame(answered))
+                answers.put((frame(answered), not isinstance(answered, Unsettled)))
     finally:
         if answers is not None and sender is not None:
             answers.put(None)
@@ -103,23 +112,24 @@ def _frames(source: BinaryIO) -> Iterator[bytes]:
 
 
 def _send_settled(
-    answers: queue.SimpleQueue[bytes | None], sink: BinaryIO, settle: Callable[[], None]
+    answers: queue.SimpleQueue[tuple[bytes, bool] | None], sink: BinaryIO, settle: Callable[[], None]
 ) -> None:
-    """Send what was answered after one ``settle`` call for all of it, until the end (``None``). If
-    ``settle`` fails, nothing more is sent and the process ends: the gateway fails what it had not been
-    answered ("send again") and starts a new helper."""
+    """Send what was answered after one ``settle`` call for all of it (none when each of it is
+    ``Unsettled``), until the end (``None``). If ``settle`` fails, nothing more is sent and the process
+    ends: the gateway fails what it had not been answered ("send again") and starts a new helper."""
     while True:
         batch = [answers.get()]
         while not answers.empty():
             batch.append(answers.get())
-        ready = [data for data in batch if data is not None]
+        ready = [item for item in batch if item is not None]
         if ready:
-            try:
-                settle()
-            except Exception:
-                traceback.print_exc()
-                os._exit(1)
-            sink.write(b"".join(ready))
+            if any(waits for _, waits in ready):
+                try:
+                    settle()
+                except Exception:
+                    traceback.print_exc()
+                    os._exit(1)
+            sink.write(b"".join(data for data, _ in ready))
             sink.flush()
         if None in batch:
             return

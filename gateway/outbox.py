@@ -550,7 +550,9 @@ class Outbox:
             watched = [message_id for message_id, topic in topics.items() if topic in listened]
         outcomes = _Outcomes(settled, retried, cleared, handed, credit, given_up, watched, now, int(attempt))
         if not watched:  # nobody is told of delivered receipts: one hand-off to the journal
-            await self._journal.run(outcomes.record)
+            # Answered at its commit, not once synced: outcomes only spare what the durable rows would
+            # have sent again (``gateway.storage.journal``).
+            await self._journal.run(outcomes.record, durable=False)
             return []
         assert self._on_delivered is not None
         async with self._journal.exclusive(), self._sessions() as session:

@@ -1,4 +1,5 @@
-"""A helper process for ``tests/test_helper_process.py``: echoes each frame, sent only once settled.
+"""A helper process for ``tests/test_helper_process.py``: echoes each frame, sent only once settled, but
+for a frame that begins with ``unsettled``, echoed ``Unsettled``.
 
 Each frame answered and each ``settle`` begun is told on stderr, one line each; a ``settle`` returns once
 the test writes a byte to the pipe whose read end is the file descriptor given as the argument, and
@@ -16,7 +17,7 @@ def main(gate: int) -> None:
     def answer(data: bytes) -> bytes:
         sys.stderr.write(f"answered {data.decode()}\n")
         sys.stderr.flush()
-        return data
+        return helper_process.Unsettled(data) if data.startswith(b"unsettled") else data
 
     def settle() -> None:
         sys.stderr.write("settling\n")

@@ -70,6 +70,36 @@ async def test_an_answer_waits_for_a_settle_begun_after_it_and_one_covers_those_
         assert await process.stderr.read() == b""
 
 
+async def test_an_unsettled_answer_calls_no_settle_and_waits_only_for_the_answers_before_it() -> None:
+    """The storage journal's recorder transactions: answered at their commit, in order with the others."""
+    async with _settled_echo() as (process, gate_write):
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+        process.stdin.write(helper_process.frame(b"unsettled alone"))
+        assert await _line(process.stderr) == "answered unsettled alone"
+        assert (
+            await asyncio.wait_for(helper_process.read_frame(process.stdout), TIMEOUT) == b"unsettled alone"
+        )
+
+        process.stdin.write(helper_process.frame(b"first"))
+        assert await _line(process.stderr) == "answered first"
+        assert await _line(process.stderr) == "settling"
+        process.stdin.write(helper_process.frame(b"unsettled behind"))
+        assert await _line(process.stderr) == "answered unsettled behind"
+        answer = asyncio.ensure_future(helper_process.read_frame(process.stdout))
+        done, _ = await asyncio.wait([answer], timeout=0.2)
+        assert not done, "an answer went out ahead of one made before it"
+
+        os.write(gate_write, b"x")  # "first" is settled; the unsettled one follows it without a settle
+        assert await asyncio.wait_for(answer, TIMEOUT) == b"first"
+        assert (
+            await asyncio.wait_for(helper_process.read_frame(process.stdout), TIMEOUT) == b"unsettled behind"
+        )
+
+        process.stdin.close()
+        assert await asyncio.wait_for(process.wait(), TIMEOUT) == 0
+        assert await process.stderr.read() == b""  # no "settling" besides the one for "first"
+
+
 async def test_a_failed_settle_ends_the_helper_with_its_answers_unsent() -> None:
     async with _settled_echo() as (process, gate_write):
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None

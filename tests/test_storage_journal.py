@@ -18,6 +18,7 @@ from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from gateway.config import StorageConfig
+from gateway.helper_process import Unsettled
 from gateway.storage import database
 from gateway.storage.journal import Journal, _Transactions
 from gateway.storage.models import Topic
@@ -171,7 +172,8 @@ def test_at_full_the_log_is_synced_by_the_journal_not_inside_the_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str, synced_here: bool
 ) -> None:
     """The journal process's side, run here: at FULL its commits are NORMAL and ``settle`` (called before
-    the answers go out, ``tests/test_helper_process.py``) syncs the database's write-ahead log."""
+    the answers go out, ``tests/test_helper_process.py``) syncs the database's write-ahead log. A
+    transaction handed over with ``durable=False`` is answered ``Unsettled``: sent without a settle."""
     config = StorageConfig(data_dir=str(tmp_path), sqlite_synchronous=level)
     asyncio.run(_migrated(config))
     synced: list[str] = []
@@ -184,14 +186,19 @@ def test_at_full_the_log_is_synced_by_the_journal_not_inside_the_commit(
     monkeypatch.setattr(os, "fdatasync", recorded)
     transactions = _Transactions()
     assert pickle.loads(transactions.answer(pickle.dumps(config))) == (True, None)
-    committed, (_, synchronous, mode, _) = pickle.loads(
-        transactions.answer(pickle.dumps(functools.partial(add_topic, "kitchen")))
-    )
+    answered = transactions.answer(pickle.dumps((True, functools.partial(add_topic, "kitchen"))))
+    assert not isinstance(answered, Unsettled)  # sent only after a settle
+    committed, (_, synchronous, mode, _) = pickle.loads(answered)
     assert committed and (synchronous, mode) == (1, "wal")  # the commit itself wrote the log, unsynced
     assert synced == []
     transactions.settle()
     log = os.path.realpath(tmp_path / "pushgate.db-wal")
     assert synced == ([log] if synced_here else [])
+
+    answered = transactions.answer(pickle.dumps((False, functools.partial(add_topic, "cellar"))))
+    assert isinstance(answered, Unsettled)  # sent as soon as the answers before it
+    assert pickle.loads(answered)[0]
+    assert synced == ([log] if synced_here else [])  # no sync of its own
 
 
 async def _migrated(config: StorageConfig) -> None:

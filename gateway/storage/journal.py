@@ -26,6 +26,13 @@ the recorder's outcomes commit, and the other way round. A write through the asy
 not find SQLite's write lock taken (the outbox's, beside a receipt hook) holds the journal off with
 ``exclusive``; a transaction that finds the lock taken polls for it in sleeps of milliseconds (the busy
 timeout). Other writes go through the async sessions and that busy timeout.
+
+At ``synchronous = FULL`` a transaction is answered once its commit is on disk (``_Transactions``). One
+handed over with ``durable=False`` is answered at its commit, without waiting for the sync: the
+recorder's outcomes, which only tell what the durable rows (a flagged receipt, a pending delivery) would
+have the outbox send again. Were one lost with the machine's power, its deliveries would go out twice,
+not be lost; the next durable commit's sync covers it in any case (the log is synced as a whole). Its
+answer so no longer waits up to two syncs, and the writer's next answer finds no sync of its running.
 """
 
 from __future__ import annotations
@@ -83,20 +90,21 @@ class Journal:
         """The journal process's id while it runs."""
         return None if self._process is None else self._process.pid
 
-    async def run(self, work: Transaction[T]) -> T:
+    async def run(self, work: Transaction[T], *, durable: bool = True) -> T:
         """Run ``work`` in one transaction, committed when it returns, rolled back when it raises (the
-        error is raised here)."""
-        while (answer := self.start(work)) is None:
+        error is raised here). ``durable=False``: answered at the commit, not once it is on disk (see the
+        module's docstring)."""
+        while (answer := self.start(work, durable=durable)) is None:
             if not self._open.is_set():
                 await self._open.wait()
             elif self._storage is None:
                 return await self._run_here(work)
             else:
-                answer = await self._started(work)
+                answer = await self._started(work, durable)
                 break
         return await answer
 
-    def start(self, work: Transaction[T]) -> asyncio.Future[T] | None:
+    def start(self, work: Transaction[T], *, durable: bool = True) -> asyncio.Future[T] | None:
         """Hand ``work`` over now, in the caller's turn of the event loop, and return its answer to come
         (``run`` then awaits it). ``None`` when that cannot be done at once: no process yet, an
         ``exclusive`` section holding transactions off, or a database without the process; ``run``
@@ -106,9 +114,9 @@ class Journal:
         if process is None or not self._open.is_set():
             return None
         self._count()
-        return self._hand_over(process, work)
+        return self._hand_over(process, work, durable)
 
-    async def _started(self, work: Transaction[T]) -> asyncio.Future[T]:
+    async def _started(self, work: Transaction[T], durable: bool) -> asyncio.Future[T]:
         """``start`` once the process runs: counted at once, so an ``exclusive`` section begun while the
         process starts waits for it."""
         self._count()
@@ -117,17 +125,19 @@ class Journal:
         except BaseException:
             self._answered()
             raise
-        return self._hand_over(process, work)
+        return self._hand_over(process, work, durable)
 
     def _count(self) -> None:
         self._running += 1
         self._idle.clear()
 
-    def _hand_over(self, process: asyncio.subprocess.Process, work: Transaction[T]) -> asyncio.Future[T]:
+    def _hand_over(
+        self, process: asyncio.subprocess.Process, work: Transaction[T], durable: bool
+    ) -> asyncio.Future[T]:
         """Write ``work`` to the process (counted already); its answer comes in order (``_read``)."""
         assert process.stdin is not None
         try:
-            data = helper_process.frame(pickle.dumps(work, pickle.HIGHEST_PROTOCOL))
+            data = helper_process.frame(pickle.dumps((durable, work), pickle.HIGHEST_PROTOCOL))
         except BaseException:
             self._answered()
             raise
@@ -218,7 +228,8 @@ class Journal:
 
 class _Transactions:
     """The journal process's side: the first frame is the ``StorageConfig``, each one after it a pickled
-    transaction, answered with ``(True, result)`` or ``(False, error)``.
+    ``(durable, transaction)``, answered with ``(True, result)`` or ``(False, error)`` (``Unsettled`` when
+    not ``durable``).
 
     ``synchronous = FULL`` (or EXTRA) is kept by syncing the log here rather than in SQLite's commit: the
     connection commits at NORMAL (the log written, not synced), and ``settle`` syncs the log before the
@@ -235,16 +246,18 @@ class _Transactions:
         if self._engine is None:
             self._open(pickle.loads(data))
             return pickle.dumps((True, None))
+        durable = True  # what cannot be read is answered as a durable transaction would be
         try:
-            work = pickle.loads(data)
+            durable, work = pickle.loads(data)
             with self._engine.begin() as connection:
                 answer: tuple[bool, Any] = (True, work(connection))
         except Exception as exc:  # handed to the caller, whatever it is
             answer = (False, exc)
         try:
-            return pickle.dumps(answer, pickle.HIGHEST_PROTOCOL)
+            answered = pickle.dumps(answer, pickle.HIGHEST_PROTOCOL)
         except Exception:  # an error (or result) that does not pickle: its text, as an error
-            return pickle.dumps((False, RuntimeError(repr(answer[1]))))
+            answered = pickle.dumps((False, RuntimeError(repr(answer[1]))))
+        return answered if durable else helper_process.Unsettled(answered)
 
     def _open(self, storage: StorageConfig) -> None:
         from gateway.storage.database import create_journal_engine
