@@ -103,6 +103,7 @@ class SignedInBrowser:
         self.worker = worker
         self.origin = origin
         self._registrations: dict[str, str] = {}  # scope URL -> registration id
+        self._activated: set[str] = set()  # registration ids whose worker is activated
 
     async def remember_device(self, device_id: str) -> None:
         """Store this browser's device id as the page's "Enable" step does after ``POST /api/devices``
@@ -116,6 +117,7 @@ class SignedInBrowser:
     async def start_devtools(self) -> None:
         self.cdp = await self.context.new_cdp_session(self.page)
         self.cdp.on("ServiceWorker.workerRegistrationUpdated", self._registrations_updated)
+        self.cdp.on("ServiceWorker.workerVersionUpdated", self._versions_updated)
         await self.cdp.send("ServiceWorker.enable")
 
     def _registrations_updated(self, event: dict[str, Any]) -> None:
@@ -123,13 +125,21 @@ class SignedInBrowser:
             if not registration["isDeleted"]:
                 self._registrations[registration["scopeURL"]] = registration["registrationId"]
 
+    def _versions_updated(self, event: dict[str, Any]) -> None:
+        for version in event["versions"]:
+            if version["status"] == "activated":
+                self._activated.add(version["registrationId"])
+
     async def push(self, scope: str, payload: str) -> None:
-        """Deliver a push message with ``payload`` to the worker registered at ``scope``."""
+        """Deliver a push message with ``payload`` to the worker registered at ``scope``, once that worker
+        is activated: a push goes to a registration's active worker (the Push API), and the
+        ``serviceworker`` event that ``sign_in`` waits for comes while the worker installs."""
 
-        async def registered() -> str | None:
-            return self._registrations.get(scope)
+        async def activated() -> str | None:
+            registration_id = self._registrations.get(scope)
+            return registration_id if registration_id in self._activated else None
 
-        registration_id = await until(registered, f"the DevTools registration of {scope}")
+        registration_id = await until(activated, f"the activated worker registered at {scope}")
         await self.cdp.send(
             "ServiceWorker.deliverPushMessage",
             {"origin": self.origin, "registrationId": registration_id, "data": payload},
